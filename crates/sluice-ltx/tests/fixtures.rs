@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sluice_ltx::index::{decode_page_frame, index_from_tail, TailIndex};
-use sluice_ltx::{verify, DatabaseChecksum, Decoder, TxId};
+use sluice_ltx::index::{TailIndex, decode_page_frame, index_from_tail};
+use sluice_ltx::{DatabaseChecksum, Decoder, TxId, verify};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/litestream-0.5.17")
