@@ -58,8 +58,7 @@ pub fn merge_into<R: Read, S: PageSink>(inputs: Vec<Decoder<R>>, sink: &mut S) -
     for h in &mut heads {
         h.advance()?;
     }
-    loop {
-        let Some(pgno) = heads.iter().filter_map(|h| h.pgno).min() else { break };
+    while let Some(pgno) = heads.iter().filter_map(|h| h.pgno).min() {
         // The latest input holding this page wins; every input at this pgno advances.
         let winner = heads.iter().rposition(|h| h.pgno == Some(pgno)).expect("BUG: min pgno has an owner");
         if pgno <= out.commit {

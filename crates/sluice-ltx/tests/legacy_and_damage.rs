@@ -130,7 +130,7 @@ fn damage_anywhere_is_an_error_not_a_panic() {
             assert_eq!(pages(&bad), original, "bit flip at {i} verified but changed a page");
         }
     }
-    let mut longer = good.clone();
+    let mut longer = good;
     longer.push(0);
     assert_eq!(verify(&longer[..]).unwrap_err().kind_name(), "trailing_data");
 }

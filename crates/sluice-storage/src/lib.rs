@@ -1,0 +1,44 @@
+//! Replica storage for Sluice: LTX files in a Litestream 0.5-compatible layout on any
+//! `object_store` backend.
+//!
+//! # Layout
+//!
+//! - [`url`]/`config`: replica URLs and [`ReplicaConfig`] → resolved target (secrets redacted
+//!   from every description, error and `Debug`).
+//! - `backend`: builds the `object_store` client (S3, GCS, Azure, local files).
+//! - [`layout`]: key names (`<prefix>/ltx/<L>/…` vs S3's `<prefix>/<%04x L>/…`).
+//! - `client`/`put`/`stream`: [`ReplicaClient`] — list, get, ranged and streaming reads,
+//!   write-once puts, deletes; every operation goes through [`RetryPolicy`].
+//! - [`error`]: [`Error`] with `is_retryable`/`is_not_found`/`is_precondition`.
+//! - `faulty` (feature `testkit`): [`FaultyStore`] for fault injection and request counting.
+#![warn(missing_docs)]
+#![deny(clippy::unwrap_used)]
+
+mod backend;
+mod client;
+mod config;
+pub mod error;
+pub mod layout;
+mod put;
+mod redact;
+mod retry;
+mod stream;
+pub mod url;
+
+#[cfg(any(test, feature = "testkit"))]
+mod faulty;
+
+pub use client::{FileInfo, ReplicaClient, TIMESTAMP_METADATA};
+pub use config::ReplicaConfig;
+pub use error::{Error, Result};
+pub use layout::SNAPSHOT_LEVEL;
+pub use put::format_rfc3339_nano;
+pub use redact::redact_url;
+pub use retry::RetryPolicy;
+pub use url::StoreKind;
+
+#[cfg(any(test, feature = "testkit"))]
+pub use faulty::{Fault, FaultConfig, FaultyStore, InjectedFault, OpKind, RequestCounts, seed_from_env};
+
+#[cfg(test)]
+mod tests;

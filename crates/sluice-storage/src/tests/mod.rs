@@ -1,0 +1,5 @@
+//! Crate tests that span modules (unit tests live next to their code).
+
+mod client_tests;
+mod config_tests;
+mod fault_tests;
