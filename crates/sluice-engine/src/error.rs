@@ -1,0 +1,126 @@
+//! Engine errors: each names the file, TXID or path involved.
+
+use std::path::PathBuf;
+
+use sluice_ltx::TxId;
+
+/// Errors from restore and replication.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The replica could not be read or written.
+    #[error(transparent)]
+    Storage(#[from] sluice_storage::Error),
+    /// An LTX file in the replica is damaged or invalid.
+    #[error("{file}: {source}")]
+    Ltx {
+        /// The file, as `<level>/<name>`.
+        file: String,
+        /// What is wrong with it.
+        #[source]
+        source: sluice_ltx::Error,
+    },
+    /// The replica holds no LTX files at all.
+    #[error("replica {replica} is empty: no LTX files in any level")]
+    EmptyReplica {
+        /// Redacted replica URL.
+        replica: String,
+    },
+    /// No file chain ends exactly at the requested TXID.
+    #[error("TXID {txid} is not restorable: {reason}")]
+    TxidNotAvailable {
+        /// The requested TXID.
+        txid: TxId,
+        /// Why, including the replica's latest TXID where known.
+        reason: String,
+    },
+    /// The requested time lies outside the replica's history.
+    #[error("timestamp {ts} is outside the replica's history ({earliest} .. {latest})")]
+    TimestampOutOfRange {
+        /// Requested time.
+        ts: String,
+        /// Oldest file time.
+        earliest: String,
+        /// Newest file time.
+        latest: String,
+    },
+    /// No file was created before the requested time.
+    #[error("no backup files before {ts}")]
+    NothingBefore {
+        /// Requested time.
+        ts: String,
+    },
+    /// The chain does not start with a snapshot.
+    #[error("restore plan starts at TXID {first}, not with a snapshot (TXID 0000000000000001)")]
+    NoSnapshot {
+        /// First TXID the plan would apply.
+        first: TxId,
+    },
+    /// Files leave a gap in the TXID sequence.
+    #[error("non-contiguous LTX files: chain ends at {after}, next file {next} starts at {next_min}")]
+    Gap {
+        /// Last TXID the chain reaches.
+        after: TxId,
+        /// The next file, `<level>/<name>`.
+        next: String,
+        /// Its first TXID.
+        next_min: TxId,
+    },
+    /// A file's header disagrees with its name or with the chain.
+    #[error("{file}: {reason}")]
+    FileMismatch {
+        /// The file, `<level>/<name>`.
+        file: String,
+        /// What disagrees.
+        reason: String,
+    },
+    /// A rolling database checksum in the chain does not match the applied pages.
+    #[error("{file}: {which} database checksum mismatch: stored {expected:016x}, computed {actual:016x}")]
+    ChecksumChain {
+        /// The file, `<level>/<name>`.
+        file: String,
+        /// `pre-apply` or `post-apply`.
+        which: &'static str,
+        /// Stored value.
+        expected: u64,
+        /// Computed value.
+        actual: u64,
+    },
+    /// The restored image lacks a page that no file provided.
+    #[error("restored database is missing page {pgno} of {commit}")]
+    MissingPage {
+        /// Missing page.
+        pgno: u32,
+        /// Final size in pages.
+        commit: u32,
+    },
+    /// The output already exists.
+    #[error("output {path} already exists; refusing to overwrite it")]
+    OutputExists {
+        /// The output path.
+        path: PathBuf,
+    },
+    /// A local file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The local path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A background task panicked or was cancelled.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// `Result` with the engine's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { op, path: path.into(), source }
+    }
+}

@@ -1,0 +1,176 @@
+//! Restore: rebuild a database from a replica, to the latest state or a point in time.
+//!
+//! Plan ([`plan`]), download ahead with bounded memory ([`fetch`]), apply in order on a
+//! blocking thread ([`apply`]), then fsync and rename into place: the output path never
+//! holds a partial file, also when the process is killed.
+
+pub mod apply;
+pub mod fetch;
+pub mod plan;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::future::try_join_all;
+use sluice_ltx::TxId;
+use sluice_storage::{FileInfo, ReplicaClient, StoreKind};
+
+pub use plan::{SNAPSHOT_LEVEL, Target, file_label};
+
+use crate::error::{Error, Result};
+
+/// Progress callback: (bytes downloaded, bytes in the plan).
+pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// Restore settings.
+#[derive(Clone)]
+pub struct RestoreOptions {
+    /// How far to restore.
+    pub target: Target,
+    /// Files downloaded ahead of the applier.
+    pub parallelism: usize,
+    /// Replace an existing output file (and its stale `-wal`/`-shm`).
+    pub overwrite: bool,
+    /// Called as bytes arrive.
+    pub progress: Option<Progress>,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions { target: Target::Latest, parallelism: 8, overwrite: false, progress: None }
+    }
+}
+
+/// What a restore did.
+#[derive(Clone, Debug)]
+pub struct RestoreSummary {
+    /// Files applied, in order.
+    pub plan: Vec<FileInfo>,
+    /// TXID of the restored state.
+    pub txid: TxId,
+    /// Database size in pages.
+    pub commit: u32,
+    /// Page size.
+    pub page_size: u32,
+}
+
+/// Lists every level of the replica (in parallel). Timestamp targets on S3 read each
+/// object's `litestream-timestamp` metadata, as Litestream does.
+pub async fn list_all(client: &ReplicaClient, with_timestamps: bool) -> Result<Vec<FileInfo>> {
+    let metadata = with_timestamps && client.kind() == StoreKind::S3;
+    let lists = (0..=SNAPSHOT_LEVEL).map(|level| async move {
+        if metadata { client.list_level_with_timestamps(level).await } else { client.list_level(level).await }
+    });
+    Ok(try_join_all(lists).await?.into_iter().flatten().collect())
+}
+
+/// Computes the restore plan for `target`.
+pub async fn plan_restore(client: &ReplicaClient, target: Target) -> Result<Vec<FileInfo>> {
+    let files = list_all(client, matches!(target, Target::Timestamp(_))).await?;
+    plan::plan(&files, target, client.description())
+}
+
+/// Restores into `out` (temp file beside it, fsync, rename, fsync the directory).
+pub async fn restore(client: &ReplicaClient, out: &Path, opts: &RestoreOptions) -> Result<RestoreSummary> {
+    check_output(out, opts.overwrite)?;
+    let plan = plan_restore(client, opts.target).await?;
+    restore_plan(client, plan, out, opts).await
+}
+
+/// Executes a plan computed by [`plan_restore`].
+pub async fn restore_plan(
+    client: &ReplicaClient,
+    plan: Vec<FileInfo>,
+    out: &Path,
+    opts: &RestoreOptions,
+) -> Result<RestoreSummary> {
+    check_output(out, opts.overwrite)?;
+    let dir = parent_dir(out);
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "db".into());
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".sluice-restore.tmp")
+        .tempfile_in(&dir)
+        .map_err(|e| Error::io("create temp file in", &dir, e))?;
+    let (tmp_file, tmp_path) = tmp.into_parts();
+    let file = tmp_file.try_clone().map_err(|e| Error::io("open", &*tmp_path, e))?;
+
+    let total: u64 = plan.iter().map(|f| f.size).sum();
+    let done = Arc::new(AtomicU64::new(0));
+    let mut sources = fetch::prefetch(client.clone(), plan.clone(), opts.parallelism, done.clone());
+    let mut image = apply::Image::new(file, tmp_path.to_path_buf());
+    for info in &plan {
+        let src = sources.recv().await.ok_or_else(|| Error::Task("download task ended early".into()))??;
+        let info2 = info.clone();
+        image = tokio::task::spawn_blocking(move || image.apply(&info2, src).map(|()| image))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
+        if let Some(p) = &opts.progress {
+            p(done.load(Ordering::Relaxed), total);
+        }
+    }
+    let (file, commit, page_size) =
+        tokio::task::spawn_blocking(move || image.finish()).await.map_err(|e| Error::Task(e.to_string()))??;
+    drop(file);
+    let out_owned = out.to_path_buf();
+    let overwrite = opts.overwrite;
+    tokio::task::spawn_blocking(move || install(tmp_path, &out_owned, overwrite))
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+    let txid = plan.last().map(|f| f.max_txid).unwrap_or_default();
+    Ok(RestoreSummary { plan, txid, commit, page_size })
+}
+
+fn parent_dir(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn sidecars(out: &Path) -> [PathBuf; 2] {
+    let s = out.as_os_str().to_owned();
+    let mut wal = s.clone();
+    wal.push("-wal");
+    let mut shm = s;
+    shm.push("-shm");
+    [PathBuf::from(wal), PathBuf::from(shm)]
+}
+
+/// Refuses an existing output, and a stale `-wal` that SQLite would replay over the result.
+fn check_output(out: &Path, overwrite: bool) -> Result<()> {
+    if overwrite {
+        return Ok(());
+    }
+    if out.exists() {
+        return Err(Error::OutputExists { path: out.to_path_buf() });
+    }
+    for side in sidecars(out) {
+        if side.exists() {
+            return Err(Error::OutputExists { path: side });
+        }
+    }
+    Ok(())
+}
+
+/// Renames the finished temp file into place and makes the rename durable.
+fn install(tmp: tempfile::TempPath, out: &Path, overwrite: bool) -> Result<()> {
+    if overwrite {
+        for side in sidecars(out) {
+            match std::fs::remove_file(&side) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove", side, e)),
+                _ => {}
+            }
+        }
+        tmp.persist(out).map_err(|e| Error::io("rename into", out, e.error))?;
+    } else {
+        // No-clobber: a file that appeared meanwhile is never replaced.
+        tmp.persist_noclobber(out).map_err(|e| match e.error.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::OutputExists { path: out.to_path_buf() },
+            _ => Error::io("rename into", out, e.error),
+        })?;
+    }
+    let dir = parent_dir(out);
+    std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
+}
