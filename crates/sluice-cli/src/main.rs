@@ -1,35 +1,62 @@
 //! `sluice`: stream SQLite changes to object storage in Litestream's format, and restore them.
 //!
 //! # Layout
-//! - `ltx_cmd`: `sluice ltx` — inspect LTX files or list a replica.
+//! - `args`: Litestream-style single-dash long flags, rewritten to GNU style.
+//! - `replica`: which replica a command means (URL, directory, or config lookup).
+//! - `ltx_cmd`, `restore_cmd`: the subcommands.
+//! - `logging`: tracing subscriber from `--log-level` / `SLUICE_LOG_LEVEL` / `LOG_LEVEL`.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod args;
+mod logging;
 mod ltx_cmd;
+mod replica;
+mod restore_cmd;
 
 /// Sluice: SQLite replication to object storage, compatible with Litestream 0.5.
 #[derive(Parser)]
 #[command(name = "sluice", version, about)]
 struct Cli {
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Inspect LTX files (header, pages, checksums) or list a replica's files per level.
+    /// Inspect LTX files, or list a replica's files per level.
     Ltx(ltx_cmd::Args),
+    /// Restore a database from a replica (latest, or to a TXID or timestamp).
+    Restore(restore_cmd::Args),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Ltx(args) => ltx_cmd::run(args),
+    let cli = Cli::parse_from(args::normalize(std::env::args()));
+    logging::init(cli.log_level.as_deref());
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Ltx(args) => ltx_cmd::run(args).await,
+            Command::Restore(args) => restore_cmd::run(args).await,
+        }
+    });
     match result {
         Ok(code) => code,
+        // A closed pipe (`sluice ltx … | head`) is the reader's choice, not a failure.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

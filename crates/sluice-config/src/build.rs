@@ -1,0 +1,163 @@
+//! Builds a [`Config`] from the YAML tree: the top level, then each db.
+
+use std::time::Duration;
+
+use serde_yaml_ng::Value;
+
+use crate::db::build_db;
+use crate::error::{Error, Result};
+use crate::expand::EnvLookup;
+use crate::keys;
+use crate::model::*;
+use crate::replica::PartialReplica;
+use crate::section::Section;
+
+pub(crate) fn build(root: &Value, env: EnvLookup<'_>) -> Result<Config> {
+    let top = Section::new(Some(root), String::new())?;
+    let mut warnings = Vec::new();
+    top.check(&[keys::TOP, keys::REPLICA_SETTINGS], &mut warnings)?;
+
+    let mut cfg = Config {
+        addr: top.string("addr")?.filter(|s| !s.is_empty()),
+        exec: top.string("exec")?.filter(|s| !s.trim().is_empty()),
+        levels: levels(&top, &mut warnings)?,
+        l0_retention: top.duration("l0-retention")?.unwrap_or(DEFAULT_L0_RETENTION),
+        l0_retention_check_interval: positive(&top, "l0-retention-check-interval")?
+            .unwrap_or(DEFAULT_L0_RETENTION_CHECK_INTERVAL),
+        shutdown_sync_timeout: top.duration("shutdown-sync-timeout")?.unwrap_or(DEFAULT_SHUTDOWN_SYNC_TIMEOUT),
+        shutdown_sync_interval: positive(&top, "shutdown-sync-interval")?.unwrap_or(DEFAULT_SHUTDOWN_SYNC_INTERVAL),
+        logging: logging(&top, env, &mut warnings)?,
+        ..Config::default()
+    };
+    let retention = top.section("retention")?;
+    retention.check(&[keys::RETENTION], &mut warnings)?;
+    cfg.retention_enabled = retention.bool("enabled")?.unwrap_or(true);
+
+    let snapshot = top.section("snapshot")?;
+    snapshot.check(&[keys::SNAPSHOT], &mut warnings)?;
+    let mut interval = Agreed::new(positive(&snapshot, "interval")?, snapshot.at("interval"));
+    let mut retention = Agreed::new(positive(&snapshot, "retention")?, snapshot.at("retention"));
+
+    let defaults = PartialReplica::read(&top, false)?;
+    for (index, value) in top.seq("dbs")?.unwrap_or_default().iter().enumerate() {
+        let Some((db, (db_interval, db_retention))) = build_db(value, index, &defaults, env, &mut warnings)? else {
+            continue;
+        };
+        if let Some(other) = cfg.dbs.iter().position(|d| d.path == db.path) {
+            return Err(Error::invalid(
+                format!("dbs[{index}].path"),
+                format!("{} is already configured by dbs[{other}]", db.path.display()),
+            ));
+        }
+        interval.merge(db_interval, format!("dbs[{index}].snapshot.interval"))?;
+        retention.merge(db_retention, format!("dbs[{index}].snapshot.retention"))?;
+        cfg.dbs.push(db);
+    }
+    cfg.snapshot_interval = interval.value.unwrap_or(DEFAULT_SNAPSHOT_INTERVAL);
+    cfg.snapshot_retention = retention.value.unwrap_or(DEFAULT_SNAPSHOT_RETENTION);
+    cfg.warnings = warnings;
+    Ok(cfg)
+}
+
+/// A duration that must be > 0 when given.
+fn positive(sec: &Section<'_>, key: &str) -> Result<Option<Duration>> {
+    match sec.duration(key)? {
+        Some(d) if d.is_zero() => Err(Error::invalid(sec.at(key), "must be greater than 0")),
+        other => Ok(other),
+    }
+}
+
+/// A global setting that per-db blocks may repeat but not contradict.
+struct Agreed {
+    value: Option<Duration>,
+    loc: String,
+}
+
+impl Agreed {
+    fn new(value: Option<Duration>, loc: String) -> Self {
+        Agreed { value, loc }
+    }
+
+    fn merge(&mut self, other: Option<Duration>, loc: String) -> Result<()> {
+        let Some(other) = other else { return Ok(()) };
+        if other.is_zero() {
+            return Err(Error::invalid(loc, "must be greater than 0"));
+        }
+        match self.value {
+            None => *self = Agreed { value: Some(other), loc },
+            Some(v) if v != other => {
+                return Err(Error::invalid(
+                    loc,
+                    format!(
+                        "{} differs from {} set by {}; snapshot settings are global and must agree",
+                        crate::units::format_duration(other),
+                        crate::units::format_duration(v),
+                        self.loc
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+}
+
+fn levels(top: &Section<'_>, warnings: &mut Vec<String>) -> Result<Vec<Duration>> {
+    let Some(items) = top.seq("levels")? else {
+        return Ok(DEFAULT_LEVELS.to_vec());
+    };
+    if items.len() > MAX_LEVELS {
+        return Err(Error::invalid(
+            top.at("levels"),
+            format!("{} levels configured, at most {MAX_LEVELS} are allowed", items.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let level = Section::new(Some(item), format!("levels[{i}]"))?;
+        level.check(&[keys::LEVEL], warnings)?;
+        match level.duration("interval")? {
+            Some(d) if !d.is_zero() => out.push(d),
+            _ => return Err(Error::invalid(level.at("interval"), "compaction interval must be greater than 0")),
+        }
+    }
+    Ok(out)
+}
+
+fn logging(top: &Section<'_>, env: EnvLookup<'_>, warnings: &mut Vec<String>) -> Result<LoggingConfig> {
+    let sec = top.section("logging")?;
+    sec.check(&[keys::LOGGING], warnings)?;
+    let mut out = LoggingConfig {
+        stderr: sec.bool("stderr")?.unwrap_or(false),
+        source: sec.bool("source")?.unwrap_or(false),
+        ..LoggingConfig::default()
+    };
+    let from_env = ["SLUICE_LOG_LEVEL", "LITESTREAM_LOG_LEVEL", "LOG_LEVEL"]
+        .iter()
+        .find_map(|name| env(name).filter(|v| !v.is_empty()).map(|v| (v, format!("${name}"))));
+    let level = match from_env {
+        Some(found) => Some(found),
+        None => sec.string("level")?.filter(|v| !v.is_empty()).map(|v| (v, sec.at("level"))),
+    };
+    if let Some((level, loc)) = level {
+        let lower = level.to_ascii_lowercase();
+        match lower.as_str() {
+            "trace" | "debug" | "info" | "warn" | "error" => out.level = lower,
+            "warning" => out.level = "warn".into(),
+            // Litestream falls back to INFO for anything else.
+            _ => warnings.push(format!("{loc}: unknown log level {level:?}; using info")),
+        }
+    }
+    if let Some(kind) = sec.string("type")?.filter(|v| !v.is_empty()) {
+        out.format = match kind.to_ascii_lowercase().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            _ => {
+                warnings.push(format!("{}: unknown log type {kind:?}; using text", sec.at("type")));
+                LogFormat::Text
+            }
+        };
+    }
+    Ok(out)
+}
