@@ -11,10 +11,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod args;
+mod daemon;
 mod logging;
 mod ltx_cmd;
 mod replica;
+mod replicate_cmd;
 mod restore_cmd;
+mod sync_cmd;
 
 /// Sluice: SQLite replication to object storage, compatible with Litestream 0.5.
 #[derive(Parser)]
@@ -33,6 +36,10 @@ enum Command {
     Ltx(ltx_cmd::Args),
     /// Restore a database from a replica (latest, or to a TXID or timestamp).
     Restore(restore_cmd::Args),
+    /// Replicate databases continuously (the daemon).
+    Replicate(replicate_cmd::Args),
+    /// Ask a running daemon to sync a database now.
+    Sync(sync_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +56,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Ltx(args) => ltx_cmd::run(args).await,
             Command::Restore(args) => restore_cmd::run(args).await,
+            Command::Replicate(args) => replicate_cmd::run(args).await,
+            Command::Sync(args) => sync_cmd::run(args).await,
         }
     });
     match result {

@@ -111,6 +111,14 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Another writer is replicating to the same replica.
+    #[error("replica {replica}: {reason}")]
+    Conflict {
+        /// Redacted replica URL.
+        replica: String,
+        /// What was found.
+        reason: String,
+    },
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

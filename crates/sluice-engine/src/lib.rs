@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod replicate;
 pub mod restore;
 
 pub use error::{Error, Result};

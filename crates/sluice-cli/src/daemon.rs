@@ -1,0 +1,77 @@
+//! Daemon plumbing: one daemon per database (an exclusive lock file in its meta directory,
+//! which also carries the PID for `sluice sync`), and the `/metrics` endpoint.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use sluice_engine::replicate::metrics::{DbMetrics, render_all};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Name of the lock/PID file in the meta directory.
+pub const LOCK_FILE: &str = "sluice.pid";
+/// File the daemon writes after a forced sync (`sluice sync` waits for it to change).
+pub const ACK_FILE: &str = "sluice.sync-ack";
+
+/// Held for the daemon's lifetime; the OS releases it if the process dies.
+#[derive(Clone)]
+pub struct DaemonLock {
+    _file: Arc<File>,
+    dir: PathBuf,
+}
+
+impl DaemonLock {
+    /// Takes the database's daemon lock or explains who holds it.
+    pub fn acquire(meta_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(meta_dir).with_context(|| format!("create {}", meta_dir.display()))?;
+        let path = meta_dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        if file.try_lock().is_err() {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!("another sluice daemon (pid {}) is already replicating this database", pid.trim());
+        }
+        file.set_len(0)?;
+        write!(file, "{}", std::process::id())?;
+        Ok(DaemonLock { _file: Arc::new(file), dir: meta_dir.to_path_buf() })
+    }
+
+    /// Records the outcome of a forced sync.
+    pub fn ack(&self, outcome: &str) {
+        let tmp = self.dir.join(format!("{ACK_FILE}.tmp"));
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        if std::fs::write(&tmp, format!("{stamp} {outcome}\n")).is_ok() {
+            let _ = std::fs::rename(&tmp, self.dir.join(ACK_FILE));
+        }
+    }
+}
+
+/// Serves Prometheus text on `GET /metrics` (plain HTTP/1.1, one response per connection).
+pub async fn serve_metrics(listener: tokio::net::TcpListener, dbs: Vec<Arc<DbMetrics>>) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        let dbs = dbs.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let n = sock.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if req.starts_with("GET /metrics") {
+                ("200 OK", render_all(&dbs))
+            } else {
+                ("404 Not Found", "not found\n".to_string())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}

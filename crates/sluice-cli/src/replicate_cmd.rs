@@ -1,0 +1,193 @@
+//! `sluice replicate`: the daemon. Replicates every database of the config (or one given on
+//! the command line) until SIGINT/SIGTERM, then syncs one last time and exits 0.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use sluice_config::{Config, DbConfig, ReplicaSettings};
+use sluice_engine::replicate::compaction::Retention;
+use sluice_engine::replicate::metrics::DbMetrics;
+use sluice_engine::replicate::{ReplicateOptions, Request, replicate};
+use sluice_storage::ReplicaClient;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::daemon::{DaemonLock, serve_metrics};
+
+/// Arguments of `sluice replicate`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Database to replicate (with REPLICA_URL), instead of a config file.
+    db_path: Option<PathBuf>,
+    /// Replica URL for DB_PATH.
+    replica_url: Option<String>,
+    /// Config file (Litestream-compatible YAML). Default: $SLUICE_CONFIG, $LITESTREAM_CONFIG,
+    /// /etc/sluice.yml, /etc/litestream.yml.
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Do not expand $VARS in the config file.
+    #[arg(long)]
+    no_expand_env: bool,
+    /// Run this command as a child; exit with its status when it exits.
+    #[arg(long, value_name = "CMD")]
+    exec: Option<String>,
+}
+
+pub async fn run(args: Args) -> Result<ExitCode> {
+    let cfg = match (&args.db_path, &args.replica_url) {
+        (Some(db), Some(url)) => {
+            let path = std::path::absolute(db).with_context(|| format!("invalid path {}", db.display()))?;
+            Config { dbs: vec![DbConfig::new(path, ReplicaSettings::from_url(url.clone()))], ..Config::default() }
+        }
+        (Some(_), None) => bail!("a replica URL is required after the database path"),
+        _ => Config::load(args.config.as_deref(), !args.no_expand_env).context("cannot load the config file")?,
+    };
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    if cfg.dbs.is_empty() {
+        bail!("no databases to replicate: give DB_PATH REPLICA_URL or a config file with `dbs:`");
+    }
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut all_metrics = Vec::new();
+    let mut senders: Vec<(mpsc::Sender<Request>, DaemonLock)> = Vec::new();
+    for db in &cfg.dbs {
+        let client = ReplicaClient::open(&db.replica.storage)
+            .with_context(|| format!("invalid replica for {}", db.path.display()))?;
+        let opts = options(&cfg, db);
+        let lock =
+            DaemonLock::acquire(&opts.meta_dir).with_context(|| format!("cannot replicate {}", db.path.display()))?;
+        let metrics = Arc::new(DbMetrics { db: db.path.display().to_string(), ..DbMetrics::default() });
+        all_metrics.push(metrics.clone());
+        let (req_tx, req_rx) = mpsc::channel(4);
+        senders.push((req_tx, lock));
+        let name = db.path.display().to_string();
+        let rx = shutdown_rx.clone();
+        tasks.spawn(async move { (name, replicate(opts, client, metrics, rx, req_rx).await) });
+    }
+    if let Some(addr) = &cfg.addr {
+        let addr = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.clone() };
+        let listener =
+            tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        tokio::spawn(serve_metrics(listener, all_metrics));
+    }
+    let mut child = match args.exec.as_ref().or(cfg.exec.as_ref()) {
+        Some(cmd) => Some(
+            tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .spawn()
+                .with_context(|| format!("cannot run --exec command {cmd:?}"))?,
+        ),
+        None => None,
+    };
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut exit = ExitCode::SUCCESS;
+    let mut failed = 0;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { forward(&child, "TERM"); break; }
+            _ = int.recv() => { forward(&child, "INT"); break; }
+            _ = usr1.recv() => {
+                for (tx, lock) in &senders {
+                    let (r_tx, r_rx) = oneshot::channel();
+                    if tx.send(Request::Sync(r_tx)).await.is_ok() {
+                        let lock = lock.clone();
+                        tokio::spawn(async move {
+                            match r_rx.await {
+                                Ok(Ok(txid)) => lock.ack(&txid.to_string()),
+                                Ok(Err(e)) => lock.ack(&format!("error: {e}")),
+                                Err(_) => lock.ack("error: replication stopped"),
+                            }
+                        });
+                    }
+                }
+            }
+            status = async { child.as_mut().expect("guarded").wait().await }, if child.is_some() => {
+                let code = status.ok().and_then(|s| s.code()).unwrap_or(1);
+                tracing::info!(code, "child process exited; stopping");
+                exit = ExitCode::from(u8::try_from(code).unwrap_or(1));
+                child = None;
+                break;
+            }
+            Some(done) = tasks.join_next() => {
+                failed += 1;
+                match done {
+                    Ok((name, Err(e))) => tracing::error!(db = %name, "stopped replicating: {e}"),
+                    Ok((name, Ok(()))) => tracing::error!(db = %name, "stopped replicating"),
+                    Err(e) => tracing::error!("replication task failed: {e}"),
+                }
+                if tasks.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = shutdown_tx.send(true);
+    // A second signal aborts the final sync.
+    let drain = async {
+        while let Some(done) = tasks.join_next().await {
+            if let Ok((name, Err(e))) = done {
+                failed += 1;
+                tracing::error!(db = %name, "final sync failed: {e}");
+            }
+        }
+    };
+    tokio::select! {
+        _ = drain => {}
+        _ = term.recv() => tracing::warn!("second signal: exiting without a final sync"),
+        _ = int.recv() => tracing::warn!("second signal: exiting without a final sync"),
+    }
+    if let Some(mut c) = child {
+        let _ = c.wait().await;
+    }
+    if failed > 0 && exit == ExitCode::SUCCESS {
+        exit = ExitCode::FAILURE;
+    }
+    Ok(exit)
+}
+
+fn forward(child: &Option<tokio::process::Child>, sig: &str) {
+    if let Some(pid) = child.as_ref().and_then(|c| c.id()) {
+        let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    }
+}
+
+/// Engine options for one database from the config.
+pub fn options(cfg: &Config, db: &DbConfig) -> ReplicateOptions {
+    ReplicateOptions {
+        db_path: db.path.clone(),
+        meta_dir: db.meta_dir(),
+        sync_interval: db.replica.sync_interval,
+        monitor_interval: db.monitor_interval,
+        busy_timeout: db.busy_timeout,
+        checkpoint_pages: db.min_checkpoint_page_count,
+        hard_limit_pages: db.truncate_page_n,
+        checkpoint_interval: db.checkpoint_interval,
+        max_sync_wal_bytes: db.max_sync_wal_bytes,
+        levels: cfg.levels.clone(),
+        snapshot_interval: cfg.snapshot_interval,
+        retention: Retention {
+            enabled: cfg.retention_enabled,
+            snapshot_retention: cfg.snapshot_retention,
+            l0_retention: cfg.l0_retention,
+        },
+        shutdown_sync_timeout: cfg.shutdown_sync_timeout,
+    }
+}
+
+/// The meta directory of `db` per the config rules (for `sluice sync`).
+pub fn meta_dir_of(db: &Path, config: Option<&Path>, expand_env: bool) -> Result<PathBuf> {
+    let abs = std::path::absolute(db)?;
+    if let Ok(cfg) = Config::load(config, expand_env)
+        && let Some(d) = cfg.db(&abs)
+    {
+        return Ok(d.meta_dir());
+    }
+    Ok(DbConfig::new(abs, ReplicaSettings::from_url("file:///unused")).meta_dir())
+}

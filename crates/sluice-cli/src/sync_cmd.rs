@@ -1,0 +1,53 @@
+//! `sluice sync DB`: asks the running daemon to capture and upload now, and waits for it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::daemon::{ACK_FILE, LOCK_FILE};
+use crate::replicate_cmd::meta_dir_of;
+
+/// Arguments of `sluice sync`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The database whose daemon should sync.
+    db_path: PathBuf,
+    /// Config file (to find the database's meta directory).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// How long to wait for the daemon.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+pub async fn run(args: Args) -> Result<ExitCode> {
+    let meta = meta_dir_of(&args.db_path, args.config.as_deref(), true)?;
+    let pid_text = std::fs::read_to_string(meta.join(LOCK_FILE)).with_context(|| {
+        format!("no sluice daemon found for {} (no {LOCK_FILE} in {})", args.db_path.display(), meta.display())
+    })?;
+    let pid: u32 = pid_text.trim().parse().with_context(|| format!("bad pid file in {}", meta.display()))?;
+    let ack = meta.join(ACK_FILE);
+    let before = std::fs::read_to_string(&ack).unwrap_or_default();
+    let status = std::process::Command::new("kill").arg("-USR1").arg(pid.to_string()).status()?;
+    if !status.success() {
+        bail!("sluice daemon pid {pid} for {} is not running", args.db_path.display());
+    }
+    let deadline = Instant::now() + args.timeout;
+    loop {
+        let now = std::fs::read_to_string(&ack).unwrap_or_default();
+        if now != before && !now.is_empty() {
+            let outcome = now.split_once(' ').map(|(_, o)| o.trim()).unwrap_or("");
+            if let Some(err) = outcome.strip_prefix("error: ") {
+                bail!("sync failed: {err}");
+            }
+            println!("synced {} to TXID {outcome}", args.db_path.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        if Instant::now() >= deadline {
+            bail!("daemon pid {pid} did not sync within {:?}", args.timeout);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

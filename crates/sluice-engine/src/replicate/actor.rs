@@ -1,0 +1,122 @@
+//! Runs a [`Shipper`] on its own thread: SQLite connections are not `Send`-friendly across
+//! await points and its calls block, so the async side sends commands and awaits replies
+//! instead of blocking a runtime worker.
+
+use std::path::PathBuf;
+use std::sync::mpsc as std_mpsc;
+
+use sluice_ltx::{Encoder, Header, TxId};
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use crate::replicate::shipper::{Checkpoint, Position, Shipper, ShipperOptions, Synced, now_ms};
+
+enum Cmd {
+    Sync(oneshot::Sender<Result<Option<Synced>>>),
+    Checkpoint(bool, oneshot::Sender<Result<(Checkpoint, Option<Synced>)>>),
+    Snapshot(PathBuf, oneshot::Sender<Result<Option<Header>>>),
+    Reset(TxId, oneshot::Sender<Result<()>>),
+    Position(oneshot::Sender<Option<Position>>),
+}
+
+/// Handle to the shipper thread. Dropping it stops the thread (releasing SQLite locks).
+pub struct ShipperHandle {
+    tx: std_mpsc::Sender<Cmd>,
+    page_size: u32,
+    meta_root: PathBuf,
+}
+
+impl ShipperHandle {
+    /// Opens the shipper on a new thread.
+    pub async fn spawn(db_path: PathBuf, meta_root: PathBuf, remote_max: TxId, opts: ShipperOptions) -> Result<Self> {
+        let (tx, rx) = std_mpsc::channel::<Cmd>();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let root = meta_root.clone();
+        let name = format!("sluice-wal-{}", db_path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let mut s = match Shipper::open(&db_path, root, remote_max, opts) {
+                    Ok(s) => {
+                        let _ = ready_tx.send(Ok(s.page_size()));
+                        s
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                while let Ok(cmd) = rx.recv() {
+                    match cmd {
+                        Cmd::Sync(r) => drop(r.send(s.sync())),
+                        Cmd::Checkpoint(t, r) => drop(r.send(s.checkpoint(t))),
+                        Cmd::Snapshot(p, r) => drop(r.send(write_snapshot(&mut s, &p))),
+                        Cmd::Reset(f, r) => drop(r.send(s.reset(f))),
+                        Cmd::Position(r) => drop(r.send(s.position())),
+                    }
+                }
+            })
+            .map_err(|e| Error::Task(format!("spawn shipper thread: {e}")))?;
+        let page_size = ready_rx.await.map_err(|_| Error::Task("shipper thread died".into()))??;
+        Ok(ShipperHandle { tx, page_size, meta_root })
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).map_err(|_| Error::Task("shipper thread stopped".into()))?;
+        rx.await.map_err(|_| Error::Task("shipper thread stopped".into()))
+    }
+
+    /// Captures new WAL frames into a local L0 file.
+    pub async fn sync(&self) -> Result<Option<Synced>> {
+        self.call(Cmd::Sync).await?
+    }
+
+    /// Checkpoints under a write barrier (TRUNCATE afterwards if `truncate`).
+    pub async fn checkpoint(&self, truncate: bool) -> Result<(Checkpoint, Option<Synced>)> {
+        self.call(|r| Cmd::Checkpoint(truncate, r)).await?
+    }
+
+    /// Writes a level-9 snapshot of the current position to `path`.
+    pub async fn snapshot(&self, path: PathBuf) -> Result<Option<Header>> {
+        self.call(|r| Cmd::Snapshot(path, r)).await?
+    }
+
+    /// Drops the local position; the next sync writes a full image at `floor` or later.
+    pub async fn reset(&self, floor: TxId) -> Result<()> {
+        self.call(|r| Cmd::Reset(floor, r)).await?
+    }
+
+    /// Current position.
+    pub async fn position(&self) -> Result<Option<Position>> {
+        self.call(Cmd::Position).await
+    }
+
+    /// Database page size.
+    pub fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
+    /// Meta directory root.
+    pub fn meta_root(&self) -> &std::path::Path {
+        &self.meta_root
+    }
+}
+
+/// Encodes the full image at the current position as snapshot `1-T` into `path` (temp, fsync).
+/// `None` when there is nothing to snapshot yet or the write barrier was busy.
+fn write_snapshot(s: &mut Shipper, path: &std::path::Path) -> Result<Option<Header>> {
+    if !s.pin()? {
+        return Ok(None);
+    }
+    let Some(pos) = s.position() else { return Ok(None) };
+    let header = Header::new(s.page_size(), pos.commit.max(1), TxId(1), pos.txid, now_ms());
+    let file = std::fs::File::create(path).map_err(|e| Error::io("create", path, e))?;
+    let ltx = |source| Error::Ltx { file: path.display().to_string(), source };
+    let mut enc = Encoder::new(std::io::BufWriter::with_capacity(256 << 10, file), header).map_err(ltx)?;
+    s.full_image(&mut |p, d| enc.encode_page(p, d).map_err(ltx))?;
+    let (w, _) = enc.finish(0).map_err(ltx)?;
+    let f = w.into_inner().map_err(|e| Error::io("write", path, e.into_error()))?;
+    f.sync_all().map_err(|e| Error::io("fsync", path, e))?;
+    Ok(Some(header))
+}

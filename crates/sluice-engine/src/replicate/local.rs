@@ -1,0 +1,125 @@
+//! The meta directory beside the database (`.<name>-litestream/`, as Litestream's): local L0
+//! files are the only replication state. Each carries the WAL offset, size and salts it was
+//! read from, which is where the next sync resumes.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use sluice_ltx::{Encoder, Header, TxId, format_filename, parse_filename};
+
+use crate::error::{Error, Result};
+
+/// Local staging for one database.
+#[derive(Clone, Debug)]
+pub struct MetaDir {
+    root: PathBuf,
+}
+
+impl MetaDir {
+    /// Creates the directory tree if needed and removes stale temp files.
+    pub fn open(root: PathBuf) -> Result<Self> {
+        let l0 = root.join("ltx").join("0");
+        fs::create_dir_all(&l0).map_err(|e| Error::io("create meta directory", &l0, e))?;
+        if let Ok(entries) = fs::read_dir(&l0) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".tmp") {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(MetaDir { root })
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn l0_dir(&self) -> PathBuf {
+        self.root.join("ltx").join("0")
+    }
+
+    /// Path of local L0 file `min-max`.
+    pub fn l0_path(&self, min: TxId, max: TxId) -> PathBuf {
+        self.l0_dir().join(format_filename(min, max))
+    }
+
+    /// Local L0 files as (min, max), sorted.
+    pub fn list_l0(&self) -> Result<Vec<(TxId, TxId)>> {
+        let dir = self.l0_dir();
+        let mut out: Vec<(TxId, TxId)> = fs::read_dir(&dir)
+            .map_err(|e| Error::io("list", &dir, e))?
+            .flatten()
+            .filter_map(|e| parse_filename(&e.file_name().to_string_lossy()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Header of the newest local L0 file that verifies; damaged newest files are removed
+    /// (a crash mid-write leaves only `.tmp` files, so this is belt and braces).
+    pub fn latest(&self) -> Result<Option<Header>> {
+        for (min, max) in self.list_l0()?.into_iter().rev() {
+            let path = self.l0_path(min, max);
+            let verified = File::open(&path).map_err(Error::from_io(&path)).and_then(|f| {
+                sluice_ltx::verify(std::io::BufReader::new(f))
+                    .map_err(|source| Error::Ltx { file: path.display().to_string(), source })
+            });
+            match verified {
+                Ok(s) => return Ok(Some(s.header)),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "removing damaged local L0 file");
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes every local L0 file (the local position is being reset).
+    pub fn clear(&self) -> Result<()> {
+        for (min, max) in self.list_l0()? {
+            let p = self.l0_path(min, max);
+            fs::remove_file(&p).map_err(|e| Error::io("remove", &p, e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes an L0 file atomically: encode to `.tmp`, fsync, rename, fsync the directory.
+    /// `pages` yields (pgno, data) in ascending order.
+    pub fn write_l0(
+        &self,
+        header: Header,
+        mut pages: impl FnMut(&mut dyn FnMut(u32, &[u8]) -> Result<()>) -> Result<()>,
+    ) -> Result<PathBuf> {
+        let path = self.l0_path(header.min_txid, header.max_txid);
+        let tmp = path.with_extension("ltx.tmp");
+        let file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        let ltx_err = |source| Error::Ltx { file: tmp.display().to_string(), source };
+        let mut enc = Encoder::new(BufWriter::with_capacity(256 << 10, file), header).map_err(ltx_err)?;
+        pages(&mut |pgno, data| enc.encode_page(pgno, data).map_err(ltx_err))?;
+        let (w, _) = enc.finish(0).map_err(ltx_err)?;
+        let file = w.into_inner().map_err(|e| Error::io("write", &tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
+        sync_dir(&self.l0_dir())?;
+        Ok(path)
+    }
+}
+
+/// Makes a rename durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+impl Error {
+    pub(crate) fn from_io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+        move |e| Error::io("open", path, e)
+    }
+}
+
+/// Flushes buffered output (used by callers holding a BufWriter).
+pub fn flush(w: &mut impl Write, path: &Path) -> Result<()> {
+    w.flush().map_err(|e| Error::io("write", path, e))
+}

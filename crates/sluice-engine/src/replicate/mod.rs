@@ -1,0 +1,23 @@
+//! Replication: WAL frames → local L0 files → the replica, with snapshots, compaction,
+//! retention and checkpoints.
+//!
+//! # Layout
+//! - [`wal`]: reading SQLite's WAL (checksums, committed transactions).
+//! - [`shipper`]: the synchronous core (read locks, local L0 files, checkpoints, images).
+//! - [`actor`]: the shipper on its own thread, driven by async commands.
+//! - [`local`]: the meta directory of local L0 files.
+//! - [`uploader`], [`compaction`]: shipping files, the level ladder, snapshots, retention.
+//! - [`index`]: the in-memory view of the replica. [`metrics`]: Prometheus counters.
+//! - [`service`]: the three tasks of one database.
+
+pub mod actor;
+pub mod compaction;
+pub mod index;
+pub mod local;
+pub mod metrics;
+pub mod service;
+pub mod shipper;
+pub mod uploader;
+pub mod wal;
+
+pub use service::{ReplicateOptions, Request, replicate};

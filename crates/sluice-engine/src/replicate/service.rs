@@ -1,0 +1,341 @@
+//! One database's replication: the capture loop (WAL → local L0, checkpoints), the uploader
+//! (local L0 → replica) and maintenance (compaction ladder, snapshots, retention), as three
+//! tasks so a slow upload never delays capturing or checkpointing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sluice_storage::ReplicaClient;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::error::{Error, Result};
+use crate::replicate::actor::ShipperHandle;
+use crate::replicate::compaction::{self, Retention};
+use crate::replicate::index::{ReplicaIndex, SharedIndex, lock};
+use crate::replicate::local::MetaDir;
+use crate::replicate::metrics::DbMetrics;
+use crate::replicate::shipper::{Checkpoint, ShipperOptions};
+use crate::replicate::uploader::{note_pending, upload_pending};
+
+/// Settings of one replicated database (defaults as Litestream's).
+#[derive(Clone, Debug)]
+pub struct ReplicateOptions {
+    /// The database.
+    pub db_path: PathBuf,
+    /// Local staging directory.
+    pub meta_dir: PathBuf,
+    /// How often captured changes are uploaded.
+    pub sync_interval: Duration,
+    /// How often the WAL is read.
+    pub monitor_interval: Duration,
+    /// SQLite busy timeout for our connections.
+    pub busy_timeout: Duration,
+    /// WAL frames that trigger a PASSIVE checkpoint.
+    pub checkpoint_pages: u64,
+    /// WAL frames past which the WAL file is truncated after checkpointing.
+    pub hard_limit_pages: u64,
+    /// Checkpoint at least this often when the WAL holds frames (zero disables).
+    pub checkpoint_interval: Duration,
+    /// Chunk limit of one sync.
+    pub max_sync_wal_bytes: u64,
+    /// Compaction intervals of levels 1, 2, …
+    pub levels: Vec<Duration>,
+    /// Snapshot interval.
+    pub snapshot_interval: Duration,
+    /// Retention settings.
+    pub retention: Retention,
+    /// How long shutdown keeps trying to upload.
+    pub shutdown_sync_timeout: Duration,
+}
+
+/// Requests a running replicator accepts.
+pub enum Request {
+    /// Sync and upload now; replies with the replica's TXID afterwards.
+    Sync(oneshot::Sender<Result<sluice_ltx::TxId>>),
+}
+
+/// Replicates until `shutdown` turns true, then syncs and uploads one last time.
+pub async fn replicate(
+    opts: ReplicateOptions,
+    client: ReplicaClient,
+    metrics: Arc<DbMetrics>,
+    mut shutdown: watch::Receiver<bool>,
+    mut requests: mpsc::Receiver<Request>,
+) -> Result<()> {
+    let index: SharedIndex = Arc::new(std::sync::Mutex::new(ReplicaIndex::load(&client).await?));
+    let remote_max = lock(&index).max_txid();
+    let sopts = ShipperOptions { busy_timeout: opts.busy_timeout, max_sync_wal_bytes: opts.max_sync_wal_bytes };
+    let shipper = Arc::new(ShipperHandle::spawn(opts.db_path.clone(), opts.meta_dir.clone(), remote_max, sopts).await?);
+    let meta = MetaDir::open(opts.meta_dir.clone())?;
+    let frame = 24 + u64::from(shipper.page_size());
+    tracing::info!(db = %opts.db_path.display(), replica = client.description(), txid = %remote_max, "replicating");
+
+    // First capture: a full image when there is no usable position.
+    let first = shipper.sync().await?;
+    let needs_snapshot = first.as_ref().is_some_and(|s| s.full) || lock(&index).files(9).is_empty();
+    let uploaded = Arc::new(Notify::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let wake = Arc::new(Notify::new());
+    let mut uploader = tokio::spawn(upload_loop(
+        client.clone(),
+        meta.clone(),
+        index.clone(),
+        metrics.clone(),
+        opts.sync_interval,
+        wake.clone(),
+        uploaded.clone(),
+        stop_rx.clone(),
+    ));
+    let mut maint = tokio::spawn(maintenance_loop(
+        client.clone(),
+        meta.clone(),
+        shipper.clone(),
+        index.clone(),
+        metrics.clone(),
+        opts.clone(),
+        needs_snapshot,
+        uploaded.clone(),
+        stop_rx,
+    ));
+    wake.notify_one();
+
+    let mut monitor = tokio::time::interval(opts.monitor_interval);
+    monitor.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut poll = tokio::time::interval(Duration::from_millis(100));
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_checkpoint = Instant::now();
+    let wal_path = {
+        let mut p = opts.db_path.as_os_str().to_owned();
+        p.push("-wal");
+        PathBuf::from(p)
+    };
+    let result: Result<()> = loop {
+        tokio::select! {
+            _ = monitor.tick() => {}
+            _ = poll.tick() => {
+                // Between syncs, only react to a WAL past the checkpoint threshold.
+                let len = std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
+                if len < 32 + opts.checkpoint_pages * frame {
+                    continue;
+                }
+            }
+            r = requests.recv() => {
+                if let Some(Request::Sync(reply)) = r {
+                    let res = capture(&shipper, &metrics, &wake).await;
+                    let res = match res {
+                        Ok(()) => upload_pending(&client, &meta, &index, &metrics).await,
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(res);
+                }
+                continue;
+            }
+            r = &mut uploader => break Err(task_end("uploader", r)),
+            r = &mut maint => break Err(task_end("maintenance", r)),
+            _ = shutdown.changed() => break Ok(()),
+        }
+        if let Err(e) = capture(&shipper, &metrics, &wake).await {
+            metrics.errors_sync.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "sync failed");
+            continue;
+        }
+        let frames = std::fs::metadata(&wal_path).map(|m| m.len().saturating_sub(32) / frame).unwrap_or(0);
+        metrics.wal_bytes.store(frames * frame, Ordering::Relaxed);
+        let due =
+            !opts.checkpoint_interval.is_zero() && last_checkpoint.elapsed() >= opts.checkpoint_interval && frames > 0;
+        if frames >= opts.checkpoint_pages || due {
+            match shipper.checkpoint(frames >= opts.hard_limit_pages).await {
+                Ok((Checkpoint::Done { .. }, synced)) => {
+                    last_checkpoint = Instant::now();
+                    metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+                    if synced.is_some() {
+                        wake.notify_one();
+                    }
+                }
+                Ok((Checkpoint::Busy, _)) => tracing::debug!("checkpoint skipped: database busy"),
+                Err(e) => {
+                    metrics.errors_checkpoint.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "checkpoint failed");
+                }
+            }
+        }
+    };
+
+    // Shutdown: capture the last commits and upload them, bounded in time.
+    let _ = stop_tx.send(true);
+    let final_capture = capture(&shipper, &metrics, &wake).await;
+    let deadline = Instant::now() + opts.shutdown_sync_timeout;
+    let mut last_err = final_capture.err();
+    loop {
+        match upload_pending(&client, &meta, &index, &metrics).await {
+            Ok(_) => break,
+            Err(e @ Error::Conflict { .. }) => {
+                last_err = Some(e);
+                break;
+            }
+            Err(e) if Instant::now() >= deadline => {
+                last_err = Some(e);
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "final upload failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    uploader.abort();
+    maint.abort();
+    match (result, last_err) {
+        (Err(e), _) | (Ok(()), Some(e)) => Err(e),
+        (Ok(()), None) => Ok(()),
+    }
+}
+
+fn task_end(name: &str, r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Error {
+    match r {
+        Ok(Err(e)) => e,
+        Ok(Ok(())) => Error::Task(format!("{name} task stopped")),
+        Err(e) => Error::Task(format!("{name} task failed: {e}")),
+    }
+}
+
+async fn capture(shipper: &ShipperHandle, metrics: &DbMetrics, wake: &Notify) -> Result<()> {
+    if let Some(s) = shipper.sync().await? {
+        metrics.syncs.fetch_add(1, Ordering::Relaxed);
+        metrics.local_txid.store(s.header.max_txid.0, Ordering::Relaxed);
+        if metrics.oldest_pending_ms.load(Ordering::Relaxed) == 0 {
+            metrics.oldest_pending_ms.store(s.header.timestamp_ms as u64, Ordering::Relaxed);
+        }
+        wake.notify_one();
+    }
+    Ok(())
+}
+
+/// Uploads at most once per sync interval, sooner after a quiet period.
+#[allow(clippy::too_many_arguments)]
+async fn upload_loop(
+    client: ReplicaClient,
+    meta: MetaDir,
+    index: SharedIndex,
+    metrics: Arc<DbMetrics>,
+    interval: Duration,
+    wake: Arc<Notify>,
+    uploaded: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let mut backoff = Duration::ZERO;
+    let mut last = Instant::now() - interval;
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = stop.changed() => return Ok(()),
+        }
+        // Pace uploads: everything captured within one interval goes up as one file.
+        tokio::time::sleep_until(last + interval + backoff).await;
+        last = Instant::now();
+        match upload_pending(&client, &meta, &index, &metrics).await {
+            Ok(_) => {
+                backoff = Duration::ZERO;
+                uploaded.notify_one();
+            }
+            Err(e @ Error::Conflict { .. }) => return Err(e),
+            Err(e) => {
+                metrics.errors_upload.fetch_add(1, Ordering::Relaxed);
+                backoff = (backoff * 2).clamp(interval, Duration::from_secs(60));
+                tracing::warn!(error = %e, retry_in = ?backoff, "upload failed");
+                note_pending(&meta, &index, &metrics);
+                wake.notify_one();
+            }
+        }
+    }
+}
+
+/// Next wall-clock multiple of `every` (Litestream aligns levels to the epoch).
+fn next_boundary(every: Duration) -> Instant {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let every_ms = every.as_millis().max(1);
+    let wait = every_ms - now.as_millis() % every_ms;
+    Instant::now() + Duration::from_millis(wait as u64)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn maintenance_loop(
+    client: ReplicaClient,
+    meta: MetaDir,
+    shipper: Arc<ShipperHandle>,
+    index: SharedIndex,
+    metrics: Arc<DbMetrics>,
+    opts: ReplicateOptions,
+    mut needs_snapshot: bool,
+    uploaded: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let mut due: Vec<Instant> = opts.levels.iter().map(|d| next_boundary(*d)).collect();
+    let mut snap_due = next_boundary(opts.snapshot_interval);
+    loop {
+        if needs_snapshot {
+            // Wait for the first upload so the snapshot never runs ahead of level 0.
+            tokio::select! {
+                _ = uploaded.notified() => {}
+                _ = stop.changed() => return Ok(()),
+            }
+            match compaction::snapshot(&client, &shipper, &index, &metrics).await {
+                Ok(_) => needs_snapshot = false,
+                Err(e) => {
+                    metrics.errors_compaction.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "snapshot failed");
+                }
+            }
+            continue;
+        }
+        let next = due.iter().copied().chain([snap_due]).min().unwrap_or(snap_due);
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = stop.changed() => return Ok(()),
+        }
+        let now = Instant::now();
+        for (i, at) in due.iter_mut().enumerate() {
+            if *at > now {
+                continue;
+            }
+            *at = next_boundary(opts.levels[i]);
+            let level = (i + 1) as u8;
+            match compaction::compact_level(&client, &meta, &index, level, &metrics).await {
+                Ok(Some(_)) if level == 1 => {
+                    if let Err(e) =
+                        compaction::enforce_l0_retention(&client, &meta, &index, &opts.retention, &metrics).await
+                    {
+                        metrics.errors_retention.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "L0 retention failed");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    metrics.errors_compaction.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(level, error = %e, "compaction failed");
+                }
+            }
+        }
+        if snap_due <= now {
+            snap_due = next_boundary(opts.snapshot_interval);
+            match compaction::snapshot(&client, &shipper, &index, &metrics).await {
+                Ok(Some(_)) => {
+                    if let Err(e) =
+                        compaction::enforce_snapshot_retention(&client, &index, &opts.retention, &metrics).await
+                    {
+                        metrics.errors_retention.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "snapshot retention failed");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    metrics.errors_compaction.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "snapshot failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! The WAL shipper: turns newly committed WAL frames into local L0 files, builds full images,
+//! and runs checkpoints only after the frames they discard are captured. Synchronous; one
+//! thread per database owns its SQLite connections.
+//!
+//! Why no frame is ever lost: a read transaction of ours is always open, and we move it
+//! forward by opening the next one *before* closing the previous. An open read transaction
+//! stops SQLite from restarting the WAL past frames it might need, so frames can only be
+//! overwritten after we have read them. Full checkpoints happen under a brief write barrier,
+//! after reading every frame, so the restart that follows discards nothing unread.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::Connection;
+use sluice_ltx::{Header, TxId, lock_pgno};
+
+use crate::error::{Error, Result};
+use crate::replicate::local::MetaDir;
+use crate::replicate::wal::{self, FRAME_HEADER_SIZE, WAL_HEADER_SIZE, WalHeader};
+
+/// Where replication stands in the WAL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// Last TXID written locally.
+    pub txid: TxId,
+    /// WAL offset just after the last frame captured.
+    pub end: u64,
+    /// WAL salts of that generation.
+    pub salts: (u32, u32),
+    /// Running WAL checksum at `end`.
+    pub checksum: (u32, u32),
+    /// Database size in pages at `txid`.
+    pub commit: u32,
+}
+
+/// Knobs of the shipper.
+#[derive(Clone, Debug)]
+pub struct ShipperOptions {
+    /// How long to wait for SQLite locks.
+    pub busy_timeout: Duration,
+    /// Stop a sync after this many WAL bytes (at a commit boundary); 0 = unlimited.
+    pub max_sync_wal_bytes: u64,
+}
+
+/// What a sync produced.
+#[derive(Clone, Debug)]
+pub struct Synced {
+    /// The new local L0 file's header.
+    pub header: Header,
+    /// Pages in it.
+    pub pages: usize,
+    /// Whether it holds every page (a "snapshotting" L0).
+    pub full: bool,
+}
+
+/// Result of a checkpoint attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// The write barrier could not be taken within the busy timeout (the app is writing).
+    Busy,
+    /// The WAL was fully copied into the database; SQLite restarts it on the next write.
+    Done {
+        /// WAL frames at the time.
+        frames: u64,
+    },
+}
+
+/// Replicates one database into its meta directory.
+pub struct Shipper {
+    db_path: PathBuf,
+    wal_path: PathBuf,
+    meta: MetaDir,
+    readers: [Connection; 2],
+    active: usize,
+    barrier: Connection,
+    db_file: File,
+    page_size: u32,
+    opts: ShipperOptions,
+    pos: Option<Position>,
+    /// Latest committed frame per page in the current WAL generation, up to `pos.end`.
+    wal_map: HashMap<u32, u64>,
+    /// Next TXID never to go below (the replica's max + 1).
+    floor: TxId,
+    /// Set after the first sync of this process: from then on every WAL restart happened
+    /// after we read the whole old WAL (see the module comment), so it needs no snapshot.
+    running: bool,
+}
+
+fn open_conn(path: &Path, busy: Duration) -> Result<Connection> {
+    let c = Connection::open(path).map_err(|e| sqlite_err("open", path, e))?;
+    c.busy_timeout(busy).map_err(|e| sqlite_err("set busy timeout on", path, e))?;
+    c.execute_batch("PRAGMA wal_autocheckpoint=0;").map_err(|e| sqlite_err("configure", path, e))?;
+    Ok(c)
+}
+
+fn sqlite_err(op: &'static str, path: &Path, e: rusqlite::Error) -> Error {
+    Error::io(op, path, std::io::Error::other(e))
+}
+
+impl Shipper {
+    /// Opens the database (converting it to WAL mode, as Litestream does), takes the first
+    /// read lock and recovers the local position. `remote_max` is the replica's highest TXID.
+    pub fn open(db_path: &Path, meta_root: PathBuf, remote_max: TxId, opts: ShipperOptions) -> Result<Self> {
+        let meta = MetaDir::open(meta_root)?;
+        let first = open_conn(db_path, opts.busy_timeout)?;
+        let mode: String = first
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(|e| sqlite_err("set WAL mode on", db_path, e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::io(
+                "set WAL mode on",
+                db_path,
+                std::io::Error::other(format!("journal mode is {mode}")),
+            ));
+        }
+        let page_size: u32 = first
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(|e| sqlite_err("read page size of", db_path, e))?;
+        let readers = [first, open_conn(db_path, opts.busy_timeout)?];
+        let barrier = open_conn(db_path, opts.busy_timeout)?;
+        let db_file = File::open(db_path).map_err(|e| Error::io("open", db_path, e))?;
+        let mut wal_path = db_path.as_os_str().to_owned();
+        wal_path.push("-wal");
+        let mut s = Shipper {
+            db_path: db_path.to_path_buf(),
+            wal_path: PathBuf::from(wal_path),
+            meta,
+            readers,
+            active: 0,
+            barrier,
+            db_file,
+            page_size,
+            opts,
+            pos: None,
+            wal_map: HashMap::new(),
+            floor: TxId(remote_max.0 + 1),
+            running: false,
+        };
+        s.begin_read(0)?;
+        s.recover_position(remote_max)?;
+        Ok(s)
+    }
+
+    /// The meta directory.
+    pub fn meta(&self) -> &MetaDir {
+        &self.meta
+    }
+
+    /// Page size of the database.
+    pub fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
+    /// The current position, if any.
+    pub fn position(&self) -> Option<Position> {
+        self.pos
+    }
+
+    fn begin_read(&mut self, i: usize) -> Result<()> {
+        self.readers[i]
+            .execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema;")
+            .map_err(|e| sqlite_err("begin read transaction on", &self.db_path, e))
+    }
+
+    fn end_read(&mut self, i: usize) {
+        let _ = self.readers[i].execute_batch("ROLLBACK");
+    }
+
+    /// Moves our read lock forward without ever dropping it.
+    fn handoff(&mut self) -> Result<()> {
+        let next = 1 - self.active;
+        self.begin_read(next)?;
+        self.end_read(self.active);
+        self.active = next;
+        Ok(())
+    }
+
+    /// Resumes from the newest local L0 file when it matches the WAL; otherwise the next sync
+    /// writes a full image. The local file must also agree with the replica's position.
+    fn recover_position(&mut self, remote_max: TxId) -> Result<()> {
+        let Some(h) = self.meta.latest()? else { return Ok(()) };
+        if h.max_txid < remote_max || h.page_size != self.page_size {
+            tracing::info!(local = %h.max_txid, remote = %remote_max, "local state is behind the replica; starting a new snapshot");
+            self.meta.clear()?;
+            return Ok(());
+        }
+        self.floor = TxId(h.max_txid.0 + 1).max(self.floor);
+        let Ok(wal_file) = File::open(&self.wal_path) else { return Ok(()) };
+        let Some(hdr) = wal::read_header(&wal_file).map_err(|e| Error::io("read", &self.wal_path, e))? else {
+            return Ok(());
+        };
+        let end = (h.wal_offset + h.wal_size) as u64;
+        if h.wal_offset == 0 || (hdr.salt1, hdr.salt2) != (h.wal_salt1, h.wal_salt2) {
+            tracing::info!("WAL changed while replication was stopped; starting a new snapshot");
+            return Ok(());
+        }
+        let Some(checksum) =
+            wal::stored_checksum_before(&wal_file, &hdr, end).map_err(|e| Error::io("read", &self.wal_path, e))?
+        else {
+            return Ok(());
+        };
+        // Rebuild the page map of this WAL generation up to the position.
+        let scan = wal::scan(&wal_file, &hdr, WAL_HEADER_SIZE, hdr.checksum, None)
+            .map_err(|e| Error::io("read", &self.wal_path, e))?;
+        if scan.end < end {
+            tracing::info!("WAL is shorter than the local position; starting a new snapshot");
+            return Ok(());
+        }
+        let prefix = wal::scan(&wal_file, &hdr, WAL_HEADER_SIZE, hdr.checksum, Some(end - WAL_HEADER_SIZE))
+            .map_err(|e| Error::io("read", &self.wal_path, e))?;
+        if prefix.end != end || prefix.checksum != checksum {
+            return Ok(());
+        }
+        self.wal_map = prefix.pages;
+        self.pos = Some(Position { txid: h.max_txid, end, salts: (hdr.salt1, hdr.salt2), checksum, commit: h.commit });
+        Ok(())
+    }
+
+    /// Captures newly committed WAL frames into a local L0 file (or a full image when there is
+    /// no usable position). Returns `None` when nothing was committed.
+    pub fn sync(&mut self) -> Result<Option<Synced>> {
+        let wal_file = match File::open(&self.wal_path) {
+            Ok(f) => Some(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("open", &self.wal_path, e)),
+        };
+        let hdr = match &wal_file {
+            Some(f) => wal::read_header(f).map_err(|e| Error::io("read", &self.wal_path, e))?,
+            None => None,
+        };
+        let res = match (hdr, self.pos) {
+            (None, Some(_)) => None,
+            (None, None) => Some(self.write_full(None, None)?),
+            (Some(h), Some(p)) if (h.salt1, h.salt2) == p.salts => {
+                self.write_incremental(wal_file.as_ref().expect("BUG: header without file"), &h, p.end, p.checksum)?
+            }
+            (Some(h), Some(_)) if self.running => {
+                // A restart we could not have missed frames of: continue in the new generation.
+                self.wal_map.clear();
+                self.write_incremental(
+                    wal_file.as_ref().expect("BUG: header without file"),
+                    &h,
+                    WAL_HEADER_SIZE,
+                    h.checksum,
+                )?
+            }
+            (Some(h), _) => {
+                let f = wal_file.as_ref().expect("BUG: header without file");
+                let scan = wal::scan(f, &h, WAL_HEADER_SIZE, h.checksum, None)
+                    .map_err(|e| Error::io("read", &self.wal_path, e))?;
+                Some(self.write_full(Some((f, &h)), Some(scan))?)
+            }
+        };
+        self.handoff()?;
+        self.running = true;
+        Ok(res)
+    }
+
+    fn next_txid(&self) -> TxId {
+        let after = self.pos.map_or(0, |p| p.txid.0 + 1);
+        TxId(after.max(self.floor.0))
+    }
+
+    fn write_incremental(&mut self, f: &File, h: &WalHeader, start: u64, seed: (u32, u32)) -> Result<Option<Synced>> {
+        let max = (self.opts.max_sync_wal_bytes > 0).then_some(self.opts.max_sync_wal_bytes);
+        let scan = wal::scan(f, h, start, seed, max).map_err(|e| Error::io("read", &self.wal_path, e))?;
+        if scan.frames == 0 {
+            if start == WAL_HEADER_SIZE
+                && let Some(p) = self.pos.as_mut()
+            {
+                // New generation with no frames yet: remember its salts.
+                *p = Position { end: start, salts: (h.salt1, h.salt2), checksum: seed, ..*p };
+            }
+            return Ok(None);
+        }
+        let prev_commit = self.pos.map_or(0, |p| p.commit);
+        let commit = scan.commit;
+        let mut pgnos: Vec<u32> = scan.pages.keys().copied().collect();
+        // Pages the database grew by that this scan did not carry come from older frames of
+        // this generation or the database file (Litestream's "walgrowth" read).
+        for p in prev_commit + 1..=commit {
+            if !scan.pages.contains_key(&p) && p != lock_pgno(self.page_size) {
+                pgnos.push(p);
+            }
+        }
+        pgnos.sort_unstable();
+        let txid = self.next_txid();
+        let mut header = Header::new(self.page_size, commit, txid, txid, now_ms());
+        header.wal_offset = start as i64;
+        header.wal_size = (scan.end - start) as i64;
+        (header.wal_salt1, header.wal_salt2) = (h.salt1, h.salt2);
+        for (p, o) in &scan.pages {
+            self.wal_map.insert(*p, *o);
+        }
+        self.wal_map.retain(|p, _| *p <= commit);
+        let count = pgnos.len();
+        self.emit(header, &pgnos, Some(f))?;
+        self.pos = Some(Position { txid, end: scan.end, salts: (h.salt1, h.salt2), checksum: scan.checksum, commit });
+        Ok(Some(Synced { header, pages: count, full: false }))
+    }
+
+    /// Writes every page 1..commit as of the end of `scan` (or of the database file alone).
+    fn write_full(&mut self, wal: Option<(&File, &WalHeader)>, scan: Option<wal::Scan>) -> Result<Synced> {
+        let commit = match &scan {
+            Some(s) if s.commit != 0 => s.commit,
+            _ => {
+                let len = self.db_file.metadata().map_err(|e| Error::io("stat", &self.db_path, e))?.len();
+                (len / u64::from(self.page_size)) as u32
+            }
+        };
+        if let Some(s) = &scan {
+            self.wal_map = s.pages.clone();
+        } else {
+            self.wal_map.clear();
+        }
+        let txid = self.next_txid();
+        let mut header = Header::new(self.page_size, commit.max(1), txid, txid, now_ms());
+        let lock = lock_pgno(self.page_size);
+        let pgnos: Vec<u32> = (1..=commit).filter(|p| *p != lock).collect();
+        if let (Some((f, h)), Some(s)) = (wal, &scan) {
+            header.wal_offset = WAL_HEADER_SIZE as i64;
+            header.wal_size = (s.end - WAL_HEADER_SIZE) as i64;
+            (header.wal_salt1, header.wal_salt2) = (h.salt1, h.salt2);
+            self.emit(header, &pgnos, Some(f))?;
+            self.pos = Some(Position { txid, end: s.end, salts: (h.salt1, h.salt2), checksum: s.checksum, commit });
+        } else {
+            self.emit(header, &pgnos, None)?;
+            // No WAL yet: the next generation starts at the header whatever its salts.
+            self.pos = Some(Position { txid, end: WAL_HEADER_SIZE, salts: (0, 0), checksum: (0, 0), commit });
+            self.running = true;
+        }
+        tracing::info!(txid = %txid, pages = pgnos.len(), "wrote full database image");
+        Ok(Synced { header, pages: pgnos.len(), full: true })
+    }
+
+    /// Encodes `pgnos` (sorted) into local L0, reading each page from the WAL map or the file.
+    fn emit(&mut self, header: Header, pgnos: &[u32], wal: Option<&File>) -> Result<()> {
+        let ps = self.page_size as usize;
+        let mut buf = vec![0u8; ps];
+        let (db_file, wal_map, db_path, wal_path) = (&self.db_file, &self.wal_map, &self.db_path, &self.wal_path);
+        self.meta.write_l0(header, |sink| {
+            for &p in pgnos {
+                read_page(db_file, wal, wal_map, p, &mut buf).map_err(|e| {
+                    Error::io("read page from", if wal_map.contains_key(&p) { wal_path } else { db_path }, e)
+                })?;
+                sink(p, &buf)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Streams the full image at the current position into `sink` (for level-9 snapshots).
+    /// Call [`Shipper::pin`] first: the read lock must sit exactly at the position, or a
+    /// checkpoint could copy newer pages into the database file while we read it.
+    pub fn full_image(&mut self, sink: &mut dyn FnMut(u32, &[u8]) -> Result<()>) -> Result<Option<Position>> {
+        let Some(pos) = self.pos else { return Ok(None) };
+        let wal = File::open(&self.wal_path).ok();
+        let mut buf = vec![0u8; self.page_size as usize];
+        let lock = lock_pgno(self.page_size);
+        for p in (1..=pos.commit).filter(|p| *p != lock) {
+            read_page(&self.db_file, wal.as_ref(), &self.wal_map, p, &mut buf)
+                .map_err(|e| Error::io("read page from", &self.db_path, e))?;
+            sink(p, &buf)?;
+        }
+        Ok(Some(pos))
+    }
+
+    /// Bytes of WAL past the header that replication has captured.
+    pub fn wal_frames(&self) -> u64 {
+        self.pos.map_or(0, |p| p.end.saturating_sub(WAL_HEADER_SIZE) / (FRAME_HEADER_SIZE + u64::from(self.page_size)))
+    }
+
+    /// Syncs under a brief write barrier so that our read lock pins exactly the synced state
+    /// (nothing can commit between the sync and the handoff). `false` if the barrier was busy.
+    pub fn pin(&mut self) -> Result<bool> {
+        if !self.take_barrier()? {
+            return Ok(false);
+        }
+        let res = self.sync();
+        let _ = self.barrier.execute_batch("ROLLBACK");
+        res.map(|_| true)
+    }
+
+    fn take_barrier(&mut self) -> Result<bool> {
+        match self.barrier.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => Ok(true),
+            Err(e) => match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => Ok(false),
+                _ => Err(sqlite_err("take write barrier on", &self.db_path, e)),
+            },
+        }
+    }
+
+    /// Syncs under a write barrier, then checkpoints the whole WAL; nothing can commit in
+    /// between, so the WAL restart that follows discards only frames already captured.
+    pub fn checkpoint(&mut self, truncate: bool) -> Result<(Checkpoint, Option<Synced>)> {
+        if !self.take_barrier()? {
+            return Ok((Checkpoint::Busy, None));
+        }
+        let result = self.checkpoint_under_barrier(truncate);
+        let _ = self.barrier.execute_batch("ROLLBACK");
+        result
+    }
+
+    fn checkpoint_under_barrier(&mut self, truncate: bool) -> Result<(Checkpoint, Option<Synced>)> {
+        let synced = self.sync()?;
+        let frames = self.wal_frames();
+        // Both our read locks must go, or the checkpoint cannot copy the last frames.
+        self.end_read(self.active);
+        let idle = 1 - self.active;
+        let res: rusqlite::Result<(i64, i64, i64)> =
+            self.readers[idle]
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
+        self.begin_read(self.active)?;
+        let (_busy, log, done) = res.map_err(|e| sqlite_err("checkpoint", &self.db_path, e))?;
+        if truncate && log == done {
+            // Every frame is in the database file and captured; our reader blocks any newer
+            // frame from being copied, so TRUNCATE can only drop what we already have.
+            let c = &self.readers[idle];
+            let _ = c.busy_timeout(Duration::ZERO);
+            let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            let _ = c.busy_timeout(self.opts.busy_timeout);
+        }
+        Ok((Checkpoint::Done { frames }, synced))
+    }
+
+    /// Forgets the position so the next sync writes a full image (used after a conflict
+    /// or when the replica lost files).
+    pub fn reset(&mut self, floor: TxId) -> Result<()> {
+        self.meta.clear()?;
+        self.pos = None;
+        self.running = false;
+        self.floor = floor;
+        Ok(())
+    }
+}
+
+fn read_page(db: &File, wal: Option<&File>, map: &HashMap<u32, u64>, pgno: u32, buf: &mut [u8]) -> std::io::Result<()> {
+    if let (Some(off), Some(w)) = (map.get(&pgno), wal) {
+        return w.read_exact_at(buf, off + FRAME_HEADER_SIZE);
+    }
+    let off = u64::from(pgno - 1) * buf.len() as u64;
+    match db.read_exact_at(buf, off) {
+        // Pages past the end of the file read as zeros (never written yet).
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            buf.fill(0);
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
