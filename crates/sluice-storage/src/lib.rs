@@ -9,6 +9,8 @@
 //! - [`layout`]: key names (`<prefix>/ltx/<L>/…` vs S3's `<prefix>/<%04x L>/…`).
 //! - `client`/`put`/`stream`: [`ReplicaClient`] — list, get, ranged and streaming reads,
 //!   write-once puts, deletes; every operation goes through [`RetryPolicy`].
+//! - `file_transfer`: [`ReplicaClient::put_file`] (multipart above [`MULTIPART_THRESHOLD`]) and
+//!   [`ReplicaClient::get_to_file`], with memory bounded independently of file size.
 //! - [`error`]: [`Error`] with `is_retryable`/`is_not_found`/`is_precondition`.
 //! - `faulty` (feature `testkit`): [`FaultyStore`] for fault injection and request counting.
 #![warn(missing_docs)]
@@ -18,6 +20,7 @@ mod backend;
 mod client;
 mod config;
 pub mod error;
+mod file_transfer;
 pub mod layout;
 mod put;
 mod redact;
@@ -31,6 +34,7 @@ mod faulty;
 pub use client::{FileInfo, ReplicaClient, TIMESTAMP_METADATA};
 pub use config::ReplicaConfig;
 pub use error::{Error, Result};
+pub use file_transfer::{MULTIPART_PART_SIZE, MULTIPART_PARTS_IN_FLIGHT, MULTIPART_THRESHOLD};
 pub use layout::SNAPSHOT_LEVEL;
 pub use put::format_rfc3339_nano;
 pub use redact::redact_url;

@@ -41,10 +41,7 @@ impl ReplicaClient {
     /// anyway; a following "already exists" is then accepted when the stored bytes equal `data`.
     pub async fn put(&self, level: u8, min: TxId, max: TxId, data: Bytes, timestamp: DateTime<Utc>) -> Result<()> {
         let key = self.key(level, min, max);
-        let mut attributes = Attributes::new();
-        if self.kind == crate::StoreKind::S3 {
-            attributes.insert(Attribute::Metadata(TIMESTAMP_METADATA.into()), format_rfc3339_nano(timestamp).into());
-        }
+        let attributes = self.put_attributes(timestamp);
         with_retry(&self.retry, |attempt| {
             let (key, data, attributes) = (&key, data.clone(), attributes.clone());
             async move {
@@ -62,6 +59,15 @@ impl ReplicaClient {
             self.set_local_file_times(self.local_path(root, level, min, max), timestamp).await?;
         }
         Ok(())
+    }
+
+    /// Object attributes every LTX upload carries: `litestream-timestamp` metadata on S3.
+    pub(crate) fn put_attributes(&self, timestamp: DateTime<Utc>) -> Attributes {
+        let mut attributes = Attributes::new();
+        if self.kind == crate::StoreKind::S3 {
+            attributes.insert(Attribute::Metadata(TIMESTAMP_METADATA.into()), format_rfc3339_nano(timestamp).into());
+        }
+        attributes
     }
 
     async fn put_once(&self, key: &Path, data: Bytes, attributes: Attributes) -> Result<()> {
@@ -111,7 +117,7 @@ impl ReplicaClient {
         Ok(stored == *data)
     }
 
-    fn local_path(&self, root: &std::path::Path, level: u8, min: TxId, max: TxId) -> PathBuf {
+    pub(crate) fn local_path(&self, root: &std::path::Path, level: u8, min: TxId, max: TxId) -> PathBuf {
         let mut path = root.to_path_buf();
         for part in level_dir(self.kind, &Path::default(), level).parts() {
             path.push(part.as_ref());
@@ -121,7 +127,7 @@ impl ReplicaClient {
     }
 
     /// Litestream's file backend: mtime (and atime) = LTX timestamp, mode 0600.
-    async fn set_local_file_times(&self, path: PathBuf, timestamp: DateTime<Utc>) -> Result<()> {
+    pub(crate) async fn set_local_file_times(&self, path: PathBuf, timestamp: DateTime<Utc>) -> Result<()> {
         let store = self.description.to_string();
         let shown = path.display().to_string();
         let run = move || -> Result<(), (&'static str, std::io::Error)> {

@@ -23,7 +23,7 @@ pub enum OpKind {
     GetRange,
     /// HEAD (a `get_opts` with `head: true`).
     Head,
-    /// PUT, including multipart initiation.
+    /// PUT, including every multipart request: initiation, each part, completion and abort.
     Put,
     /// LIST (any flavour).
     List,

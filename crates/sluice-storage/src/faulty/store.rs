@@ -10,7 +10,7 @@ use object_store::client::{HttpError, HttpErrorKind};
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, UploadPart,
 };
 
 use super::{Fault, FaultyStore, InjectedFault, OpKind, Plan};
@@ -97,7 +97,8 @@ impl<T: ObjectStore> ObjectStore for FaultyStore<T> {
         opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
         let plan = self.plan(OpKind::Put);
-        run(OpKind::Put, location, &plan, self.inner.put_multipart_opts(location, opts)).await
+        let inner = run(OpKind::Put, location, &plan, self.inner.put_multipart_opts(location, opts)).await?;
+        Ok(Box::new(FaultyUpload { inner, store: self.clone(), location: location.clone() }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
@@ -170,6 +171,42 @@ impl<T: ObjectStore> ObjectStore for FaultyStore<T> {
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> object_store::Result<()> {
         let plan = self.plan(OpKind::Copy);
         run(OpKind::Copy, to, &plan, self.inner.rename_opts(from, to, options)).await
+    }
+}
+
+/// A multipart upload through [`FaultyStore`]: each part, the completion and the abort is a
+/// request of its own (as on S3), counted as [`OpKind::Put`] and subject to fault injection.
+#[derive(Debug)]
+struct FaultyUpload<T: ObjectStore> {
+    inner: Box<dyn MultipartUpload>,
+    store: FaultyStore<T>,
+    location: Path,
+}
+
+#[async_trait]
+impl<T: ObjectStore> MultipartUpload for FaultyUpload<T> {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        // Drawn here, not when the future is first polled, so the RNG order follows the order
+        // parts are submitted in.
+        let plan = self.store.plan(OpKind::Put);
+        let op = match plan.fault {
+            // The inner part is only submitted when the request "reaches the store": a part
+            // failing before that must not advance the inner upload's part numbering/offset.
+            None | Some(Fault::LostResponse) => self.inner.put_part(data),
+            Some(_) => Box::pin(futures::future::ready(Ok(()))),
+        };
+        let location = self.location.clone();
+        Box::pin(async move { run(OpKind::Put, &location, &plan, op).await })
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let plan = self.store.plan(OpKind::Put);
+        run(OpKind::Put, &self.location, &plan, self.inner.complete()).await
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        let plan = self.store.plan(OpKind::Put);
+        run(OpKind::Put, &self.location, &plan, self.inner.abort()).await
     }
 }
 

@@ -3,3 +3,4 @@
 mod client_tests;
 mod config_tests;
 mod fault_tests;
+mod file_transfer_tests;
