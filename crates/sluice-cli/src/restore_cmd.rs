@@ -38,8 +38,9 @@ pub struct Args {
     /// Print the plan and exit.
     #[arg(long)]
     dry_run: bool,
-    /// Replace an existing output file.
-    #[arg(long, short = 'f')]
+    /// Replace an existing output file. (No `-f` short form: in Litestream `-f` means
+    /// "follow", so a Litestream script must not silently overwrite instead.)
+    #[arg(long)]
     force: bool,
     /// Config file (Litestream-compatible YAML).
     #[arg(long, value_name = "PATH")]

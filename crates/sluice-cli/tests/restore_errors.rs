@@ -400,7 +400,7 @@ fn existing_output_is_refused_unless_forced() {
     assert!(r.status.success(), "{}", stderr(&r));
     assert_eq!(std::fs::read(&out).unwrap(), precious);
 
-    for force in ["-f", "--force"] {
+    for force in ["-force", "--force"] {
         std::fs::write(&out, precious).unwrap();
         let r = restore(&[force], &out, &c.url());
         assert!(r.status.success(), "{force}: {}", stderr(&r));

@@ -156,7 +156,7 @@ impl Error {
             matches!(source, E::NotFound { .. }),
             matches!(source, E::AlreadyExists { .. }),
             matches!(source, E::Precondition { .. }),
-            matches!(source, E::PermissionDenied { .. } | E::Unauthenticated { .. }),
+            matches!(source, E::PermissionDenied { .. } | E::Unauthenticated { .. }) || denied_status(&source),
         );
         // Boxed: object_store::Error is large and would bloat every Result in the crate.
         let source = Box::new(source);
@@ -260,14 +260,27 @@ fn transient_text(text: &str) -> bool {
     if text.contains("SlowDown") || text.contains("InternalError") {
         return true;
     }
-    let Some(idx) = text.find("status code: ") else {
-        return false;
-    };
+    status_code(text).is_some_and(|code| code == 429 || (500..600).contains(&code))
+}
+
+/// The HTTP status in object_store's error text ("... status code: 403 Forbidden ..."):
+/// its typed status is not reachable from outside the crate for every backend.
+fn status_code(text: &str) -> Option<u16> {
+    let idx = text.find("status code: ")?;
     let digits: String = text[idx + "status code: ".len()..].chars().take_while(char::is_ascii_digit).collect();
-    match digits.parse::<u16>() {
-        Ok(code) => code == 429 || (500..600).contains(&code),
-        Err(_) => false,
+    digits.parse().ok()
+}
+
+/// S3 reports a rejected LIST (bad credentials) as a generic error carrying 401/403.
+fn denied_status(err: &object_store::Error) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        if matches!(status_code(&e.to_string()), Some(401 | 403)) {
+            return true;
+        }
+        current = e.source();
     }
+    false
 }
 
 #[cfg(test)]
