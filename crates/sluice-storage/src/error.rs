@@ -143,6 +143,17 @@ pub enum Error {
 
 impl Error {
     /// Wraps an object_store error, classifying it once so callers can branch cheaply.
+    /// Classifies an object_store error for a key of this replica (for callers that talk to
+    /// the store directly, such as the lease).
+    pub fn from_object_store(
+        op: &'static str,
+        key: impl Into<String>,
+        store: &str,
+        source: object_store::Error,
+    ) -> Self {
+        Self::from_store(op, key, store, source)
+    }
+
     pub(crate) fn from_store(
         op: &'static str,
         key: impl Into<String>,

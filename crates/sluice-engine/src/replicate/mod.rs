@@ -13,6 +13,7 @@
 pub mod actor;
 pub mod compaction;
 pub mod index;
+pub mod lease;
 pub mod local;
 pub mod metrics;
 pub mod service;

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::replicate::actor::ShipperHandle;
 use crate::replicate::compaction::{self, Retention};
 use crate::replicate::index::{ReplicaIndex, SharedIndex, lock};
+use crate::replicate::lease::Lease;
 use crate::replicate::local::MetaDir;
 use crate::replicate::metrics::DbMetrics;
 use crate::replicate::shipper::{Checkpoint, ShipperOptions};
@@ -65,6 +66,7 @@ pub async fn replicate(
     mut shutdown: watch::Receiver<bool>,
     mut requests: mpsc::Receiver<Request>,
 ) -> Result<()> {
+    let lease = Arc::new(tokio::sync::Mutex::new(Lease::acquire(&client, &opts.meta_dir, &opts.db_path).await?));
     let index: SharedIndex = Arc::new(std::sync::Mutex::new(ReplicaIndex::load(&client).await?));
     let remote_max = lock(&index).max_txid();
     let sopts = ShipperOptions { busy_timeout: opts.busy_timeout, max_sync_wal_bytes: opts.max_sync_wal_bytes };
@@ -84,6 +86,7 @@ pub async fn replicate(
         meta.clone(),
         index.clone(),
         metrics.clone(),
+        lease.clone(),
         opts.sync_interval,
         wake.clone(),
         uploaded.clone(),
@@ -126,7 +129,7 @@ pub async fn replicate(
                 if let Some(Request::Sync(reply)) = r {
                     let res = capture(&shipper, &metrics, &wake).await;
                     let res = match res {
-                        Ok(()) => upload_pending(&client, &meta, &index, &metrics).await,
+                        Ok(()) => upload(&client, &meta, &index, &metrics, &lease).await,
                         Err(e) => Err(e),
                     };
                     let _ = reply.send(res);
@@ -170,7 +173,7 @@ pub async fn replicate(
     let deadline = Instant::now() + opts.shutdown_sync_timeout;
     let mut last_err = final_capture.err();
     loop {
-        match upload_pending(&client, &meta, &index, &metrics).await {
+        match upload(&client, &meta, &index, &metrics, &lease).await {
             Ok(_) => break,
             Err(e @ Error::Conflict { .. }) => {
                 last_err = Some(e);
@@ -188,6 +191,10 @@ pub async fn replicate(
     }
     uploader.abort();
     maint.abort();
+    if last_err.is_none() && result.is_ok() {
+        // Clean stop with everything uploaded: let another daemon take over at once.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async { lease.lock().await.release_ref().await }).await;
+    }
     match (result, last_err) {
         (Err(e), _) | (Ok(()), Some(e)) => Err(e),
         (Ok(()), None) => Ok(()),
@@ -214,6 +221,18 @@ async fn capture(shipper: &ShipperHandle, metrics: &DbMetrics, wake: &Notify) ->
     Ok(())
 }
 
+/// Renews the lease if due, then uploads what is pending.
+async fn upload(
+    client: &ReplicaClient,
+    meta: &MetaDir,
+    index: &SharedIndex,
+    metrics: &DbMetrics,
+    lease: &tokio::sync::Mutex<Lease>,
+) -> Result<sluice_ltx::TxId> {
+    lease.lock().await.renew_if_due().await?;
+    upload_pending(client, meta, index, metrics).await
+}
+
 /// Uploads at most once per sync interval, sooner after a quiet period.
 #[allow(clippy::too_many_arguments)]
 async fn upload_loop(
@@ -221,6 +240,7 @@ async fn upload_loop(
     meta: MetaDir,
     index: SharedIndex,
     metrics: Arc<DbMetrics>,
+    lease: Arc<tokio::sync::Mutex<Lease>>,
     interval: Duration,
     wake: Arc<Notify>,
     uploaded: Arc<Notify>,
@@ -236,7 +256,7 @@ async fn upload_loop(
         // Pace uploads: everything captured within one interval goes up as one file.
         tokio::time::sleep_until(last + interval + backoff).await;
         last = Instant::now();
-        match upload_pending(&client, &meta, &index, &metrics).await {
+        match upload(&client, &meta, &index, &metrics, &lease).await {
             Ok(_) => {
                 backoff = Duration::ZERO;
                 uploaded.notify_one();

@@ -1,0 +1,171 @@
+//! One writer per replica. A small lease object beside the level folders names the daemon
+//! that writes the replica; a second daemon refuses to start while the lease is live.
+//! Create-only uploads remain the real guarantee against a forked history: the lease turns
+//! a would-be conflict into a clear refusal at start-up.
+//!
+//! The lease is renewed only when the daemon uploads, so an idle replica costs no requests;
+//! a restarted daemon recognises its own lease through the writer ID kept in its meta
+//! directory, so a crash never locks it out.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::path::Path as Key;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use sluice_storage::ReplicaClient;
+
+use crate::error::{Error, Result};
+use crate::replicate::shipper::now_ms;
+
+/// Object name of the lease, at the replica's root.
+pub const LEASE_NAME: &str = "sluice-lease.json";
+/// How long a lease stays valid without renewal.
+pub const LEASE_TTL: Duration = Duration::from_secs(600);
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct LeaseDoc {
+    writer: String,
+    host: String,
+    pid: u32,
+    db: String,
+    expires_ms: i64,
+}
+
+/// This daemon's hold on a replica.
+pub struct Lease {
+    client: ReplicaClient,
+    key: Key,
+    doc: LeaseDoc,
+}
+
+fn writer_id(meta_dir: &Path) -> Result<String> {
+    let path = meta_dir.join("sluice.writer-id");
+    if let Ok(s) = std::fs::read_to_string(&path)
+        && s.trim().len() == 32
+    {
+        return Ok(s.trim().to_string());
+    }
+    let id = format!("{:016x}{:016x}", rand_u64(), rand_u64());
+    std::fs::create_dir_all(meta_dir).map_err(|e| Error::io("create", meta_dir, e))?;
+    std::fs::write(&path, &id).map_err(|e| Error::io("write", &path, e))?;
+    Ok(id)
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+impl Lease {
+    /// Takes the lease, or fails with [`Error::Conflict`] naming the daemon that holds it.
+    pub async fn acquire(client: &ReplicaClient, meta_dir: &Path, db: &Path) -> Result<Lease> {
+        let prefix = client.prefix().as_ref().trim_end_matches('/');
+        let key = if prefix.is_empty() { Key::from(LEASE_NAME) } else { Key::from(format!("{prefix}/{LEASE_NAME}")) };
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_string();
+        let doc = LeaseDoc {
+            writer: writer_id(meta_dir)?,
+            host,
+            pid: std::process::id(),
+            db: db.display().to_string(),
+            expires_ms: 0,
+        };
+        let mut lease = Lease { client: client.clone(), key, doc };
+        for _ in 0..3 {
+            match lease.read().await? {
+                None => {
+                    if lease.write(PutMode::Create).await? {
+                        return Ok(lease);
+                    }
+                }
+                Some(held) if held.writer == lease.doc.writer || held.expires_ms < now_ms() => {
+                    lease.write(PutMode::Overwrite).await?;
+                    return Ok(lease);
+                }
+                Some(held) => {
+                    return Err(Error::Conflict {
+                        replica: client.description().to_string(),
+                        reason: format!(
+                            "another sluice daemon writes this replica (database {} on host {:?}, pid {}); its lease \
+                             expires in {}s. Stop it first, or delete {} from the replica if it is gone for good",
+                            held.db,
+                            held.host,
+                            held.pid,
+                            (held.expires_ms - now_ms()) / 1000,
+                            LEASE_NAME
+                        ),
+                    });
+                }
+            }
+        }
+        Err(Error::Conflict {
+            replica: client.description().to_string(),
+            reason: "could not take the replica lease".into(),
+        })
+    }
+
+    async fn read(&self) -> Result<Option<LeaseDoc>> {
+        match self.client.store().get(&self.key).await {
+            Ok(r) => {
+                let bytes = r.bytes().await.map_err(|e| self.store_err("GET", e))?;
+                // An unreadable lease is treated as expired rather than blocking forever.
+                Ok(Some(serde_json::from_slice(&bytes).unwrap_or(LeaseDoc {
+                    writer: String::new(),
+                    host: String::new(),
+                    pid: 0,
+                    db: String::new(),
+                    expires_ms: 0,
+                })))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.store_err("GET", e)),
+        }
+    }
+
+    /// Writes the lease with a fresh expiry; `false` if a create-only write lost a race.
+    async fn write(&mut self, mode: PutMode) -> Result<bool> {
+        self.doc.expires_ms = now_ms() + LEASE_TTL.as_millis() as i64;
+        let body = Bytes::from(serde_json::to_vec(&self.doc).unwrap_or_default());
+        let opts = PutOptions { mode, ..PutOptions::default() };
+        match self.client.store().put_opts(&self.key, PutPayload::from_bytes(body), opts).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(self.store_err("PUT", e)),
+        }
+    }
+
+    /// Renews the lease when half its lifetime has passed; fails with a conflict if another
+    /// daemon took it over meanwhile (after this one sat idle past the TTL).
+    pub async fn renew_if_due(&mut self) -> Result<()> {
+        if self.doc.expires_ms - now_ms() > (LEASE_TTL.as_millis() / 2) as i64 {
+            return Ok(());
+        }
+        match self.read().await? {
+            Some(held) if held.writer != self.doc.writer && held.expires_ms >= now_ms() => Err(Error::Conflict {
+                replica: self.client.description().to_string(),
+                reason: format!(
+                    "the replica lease was taken over by the daemon for {} on host {:?}",
+                    held.db, held.host
+                ),
+            }),
+            _ => self.write(PutMode::Overwrite).await.map(|_| ()),
+        }
+    }
+
+    /// Gives the lease up on a clean shutdown.
+    pub async fn release_ref(&self) {
+        if let Ok(Some(held)) = self.read().await
+            && held.writer == self.doc.writer
+        {
+            let _ = self.client.store().delete(&self.key).await;
+        }
+    }
+
+    fn store_err(&self, op: &'static str, e: object_store::Error) -> Error {
+        Error::Storage(sluice_storage::Error::from_object_store(op, self.key.as_ref(), self.client.description(), e))
+    }
+}
