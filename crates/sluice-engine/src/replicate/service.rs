@@ -110,6 +110,8 @@ pub async fn replicate(
     let mut poll = tokio::time::interval(Duration::from_millis(100));
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_checkpoint = Instant::now();
+    // Something was captured since the last checkpoint (time-based checkpoints need it).
+    let mut dirty = false;
     let wal_path = {
         let mut p = opts.db_path.as_os_str().to_owned();
         p.push("-wal");
@@ -128,8 +130,9 @@ pub async fn replicate(
             r = requests.recv() => {
                 if let Some(Request::Sync(reply)) = r {
                     let res = capture(&shipper, &metrics, &wake).await;
+                    dirty |= res.as_ref().is_ok_and(|c| *c);
                     let res = match res {
-                        Ok(()) => upload(&client, &meta, &index, &metrics, &lease).await,
+                        Ok(_) => upload(&client, &meta, &index, &metrics, &lease).await,
                         Err(e) => Err(e),
                     };
                     let _ = reply.send(res);
@@ -140,19 +143,30 @@ pub async fn replicate(
             r = &mut maint => break Err(task_end("maintenance", r)),
             _ = shutdown.changed() => break Ok(()),
         }
-        if let Err(e) = capture(&shipper, &metrics, &wake).await {
-            metrics.errors_sync.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(error = %e, "sync failed");
-            continue;
+        match capture(&shipper, &metrics, &wake).await {
+            Ok(captured) => dirty |= captured,
+            Err(e) => {
+                metrics.errors_sync.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "sync failed");
+                continue;
+            }
         }
-        let frames = std::fs::metadata(&wal_path).map(|m| m.len().saturating_sub(32) / frame).unwrap_or(0);
+        // The logical WAL size (frames of the current generation), not the file's length:
+        // SQLite reuses the file after a restart without shrinking it.
+        let frames = match shipper.position().await {
+            Ok(Some(p)) => p.end.saturating_sub(32) / frame,
+            _ => 0,
+        };
         metrics.wal_bytes.store(frames * frame, Ordering::Relaxed);
-        let due =
-            !opts.checkpoint_interval.is_zero() && last_checkpoint.elapsed() >= opts.checkpoint_interval && frames > 0;
-        if frames >= opts.checkpoint_pages || due {
+        let due = dirty
+            && !opts.checkpoint_interval.is_zero()
+            && last_checkpoint.elapsed() >= opts.checkpoint_interval
+            && frames > 0;
+        if (dirty && frames >= opts.checkpoint_pages) || due {
             match shipper.checkpoint(frames >= opts.hard_limit_pages).await {
                 Ok((Checkpoint::Done { .. }, synced)) => {
                     last_checkpoint = Instant::now();
+                    dirty = false;
                     metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
                     if synced.is_some() {
                         wake.notify_one();
@@ -209,8 +223,10 @@ fn task_end(name: &str, r: std::result::Result<Result<()>, tokio::task::JoinErro
     }
 }
 
-async fn capture(shipper: &ShipperHandle, metrics: &DbMetrics, wake: &Notify) -> Result<()> {
-    if let Some(s) = shipper.sync().await? {
+/// Syncs; `true` if a local L0 file was written.
+async fn capture(shipper: &ShipperHandle, metrics: &DbMetrics, wake: &Notify) -> Result<bool> {
+    let synced = shipper.sync().await?;
+    if let Some(s) = &synced {
         metrics.syncs.fetch_add(1, Ordering::Relaxed);
         metrics.local_txid.store(s.header.max_txid.0, Ordering::Relaxed);
         if metrics.oldest_pending_ms.load(Ordering::Relaxed) == 0 {
@@ -218,7 +234,7 @@ async fn capture(shipper: &ShipperHandle, metrics: &DbMetrics, wake: &Notify) ->
         }
         wake.notify_one();
     }
-    Ok(())
+    Ok(synced.is_some())
 }
 
 /// Renews the lease if due, then uploads what is pending.

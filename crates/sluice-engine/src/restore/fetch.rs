@@ -12,7 +12,7 @@ use sluice_storage::{FileInfo, ReplicaClient};
 use tokio::sync::mpsc;
 
 /// Files up to this size are fetched whole; bigger ones stream.
-const WHOLE_FILE_LIMIT: u64 = 2 << 20;
+const WHOLE_FILE_LIMIT: u64 = 1 << 20;
 /// Chunks buffered per streaming file.
 const STREAM_CHUNKS: usize = 32;
 
@@ -56,7 +56,8 @@ pub fn prefetch(
     parallelism: usize,
     done: Arc<AtomicU64>,
 ) -> mpsc::Receiver<sluice_storage::Result<Source>> {
-    let (tx, rx) = mpsc::channel(parallelism.max(1));
+    // Memory bound: `parallelism` downloads in flight plus two finished ones queued.
+    let (tx, rx) = mpsc::channel(2);
     tokio::spawn(async move {
         let fetches =
             futures::stream::iter(plan).map(|f| fetch(client.clone(), f, done.clone())).buffered(parallelism.max(1));
