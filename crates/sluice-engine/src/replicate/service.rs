@@ -110,6 +110,7 @@ pub async fn replicate(
     let mut poll = tokio::time::interval(Duration::from_millis(100));
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_checkpoint = Instant::now();
+    let mut last_wal_stat = None;
     // Something was captured since the last checkpoint (time-based checkpoints need it).
     let mut dirty = false;
     let wal_path = {
@@ -121,11 +122,13 @@ pub async fn replicate(
         tokio::select! {
             _ = monitor.tick() => {}
             _ = poll.tick() => {
-                // Between syncs, only react to a WAL past the checkpoint threshold.
-                let len = std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
-                if len < 32 + opts.checkpoint_pages * frame {
+                // Capture as soon as the WAL changes (a stat every 100 ms), so replication lag
+                // is bounded by the upload pacing rather than by the monitor interval.
+                let stat = std::fs::metadata(&wal_path).ok().map(|m| (m.len(), m.modified().ok()));
+                if stat == last_wal_stat {
                     continue;
                 }
+                last_wal_stat = stat;
             }
             r = requests.recv() => {
                 if let Some(Request::Sync(reply)) = r {
