@@ -50,6 +50,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     if cfg.dbs.is_empty() {
         bail!("no databases to replicate: give DB_PATH REPLICA_URL or a config file with `dbs:`");
     }
+    // Handlers first: `sluice sync` may signal as soon as the pid file exists, and SIGUSR1's
+    // default action would kill the daemon.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut all_metrics = Vec::new();
@@ -76,17 +81,16 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     }
     let mut child = match args.exec.as_ref().or(cfg.exec.as_ref()) {
         Some(cmd) => Some(
+            // Its own process group, so signals reach every process of a shell command.
             tokio::process::Command::new("sh")
                 .arg("-c")
                 .arg(cmd)
+                .process_group(0)
                 .spawn()
                 .with_context(|| format!("cannot run --exec command {cmd:?}"))?,
         ),
         None => None,
     };
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut exit = ExitCode::SUCCESS;
     let mut failed = 0;
     loop {
@@ -152,9 +156,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     Ok(exit)
 }
 
+/// Forwards a signal to the child's whole process group.
 fn forward(child: &Option<tokio::process::Child>, sig: &str) {
     if let Some(pid) = child.as_ref().and_then(|c| c.id()) {
-        let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+        let _ = std::process::Command::new("kill").arg(format!("-{sig}")).arg("--").arg(format!("-{pid}")).status();
     }
 }
 

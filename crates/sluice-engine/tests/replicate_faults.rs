@@ -162,6 +162,18 @@ impl Running {
     }
 }
 
+/// Polls `cond` every 20 ms for up to `timeout`.
+async fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
@@ -299,8 +311,13 @@ async fn storage_faults_lose_nothing() {
     let client =
         ReplicaClient::new(Arc::new(faulty.clone()), StoreKind::File, PREFIX).with_retry_policy(RetryPolicy::none());
     let r = Running::start(&db, client);
-    // Let the first full image and snapshot go up fault-free.
-    r.sync().await.expect("initial sync");
+    // Let the first full image go up fault-free. (Waiting for the background uploader rather
+    // than forcing a sync: a forced sync racing the uploader is its own bug, see
+    // `forced_sync_never_conflicts_with_background_upload`.)
+    assert!(
+        wait_for(Duration::from_secs(10), || r.metrics.replica_txid.load(Ordering::Relaxed) > 0).await,
+        "first upload did not happen"
+    );
 
     faulty.set_transient_failure_rate(0.2);
     faulty.set_latency(Duration::ZERO, 0.2, Duration::from_millis(500));
@@ -328,6 +345,14 @@ async fn storage_faults_lose_nothing() {
         r.metrics.errors_sync.load(Ordering::Relaxed),
     );
 
+    // Catch-up happens on its own once the faults stop (the uploader's backoff is at most a
+    // few sync intervals here); then the forced sync finds nothing left and cannot race it.
+    let caught_up = Instant::now();
+    assert!(
+        wait_for(Duration::from_secs(30), || r.metrics.lag_seconds(now_ms()) == 0.0).await,
+        "lag did not return to 0 within 30 s of the faults stopping"
+    );
+    eprintln!("caught up {:.2} s after the faults stopped", caught_up.elapsed().as_secs_f64());
     let txid = r.sync().await.expect("forced sync after the faults stopped");
     eprintln!("forced sync after faults reached TXID {txid}");
     let lag_after = r.metrics.lag_seconds(now_ms());
@@ -359,6 +384,49 @@ async fn storage_faults_lose_nothing() {
         local_txid, replica_txid,
         "after a forced sync sluice_local_txid ({local_txid}) != sluice_replica_txid ({replica_txid})"
     );
+}
+
+/// `Request::Sync` (what `sluice sync` sends) while the background uploader is busy: both must
+/// not upload the same pending files. A daemon must never report a conflict with itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_sync_never_conflicts_with_background_upload() {
+    let seed = sluice_testkit::seed();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("race.db");
+    create_db(&db);
+    let store = memory_store();
+    // A little latency widens the window in which both upload paths are in flight.
+    let faulty = FaultyStore::new(store.clone(), seed);
+    faulty.set_latency(Duration::from_millis(20), 0.0, Duration::ZERO);
+    let r = Running::start(&db, ReplicaClient::new(Arc::new(faulty.clone()), StoreKind::File, PREFIX));
+    let writer = Writer::start(&db, "r", Duration::from_millis(2));
+    let mut results = Vec::new();
+    for _ in 0..30 {
+        results.push(r.sync().await.map_err(|e| e.to_string()));
+        if r.task.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(37)).await;
+    }
+    let committed = writer.finish();
+    let finished_early = r.task.is_finished();
+    let end = r.stop().await;
+    let errors: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    eprintln!(
+        "{} forced syncs, {} failed; committed={committed}; stopped early: {finished_early}; end: {end:?}",
+        results.len(),
+        errors.len()
+    );
+    for e in errors.iter().take(3) {
+        eprintln!("  sync error: {e}");
+    }
+    assert!(errors.is_empty(), "forced syncs failed while the daemon was the only writer: {errors:?}");
+    assert!(!finished_early, "replicate stopped by itself: {end:?}");
+    end.expect("clean stop");
+    let clean = clean_client(&store);
+    assert_level0_contiguous(&clean).await;
+    let out = restore_latest(&clean, dir.path(), "restored.db").await;
+    assert_eq!(rows(&out).len() as u64, committed);
 }
 
 fn is_conflict(r: &sluice_engine::Result<impl std::fmt::Debug>) -> bool {

@@ -42,7 +42,16 @@ pub async fn compact_level(
     let (inputs, dst_max) = {
         let idx = lock(index);
         let dst_max = idx.level_max(level);
-        let src: Vec<FileInfo> = idx.files(level - 1).iter().filter(|f| f.min_txid > dst_max).cloned().collect();
+        let mut src: Vec<FileInfo> = Vec::new();
+        // Only a contiguous run: a gap (files lost or deleted) would make the merge fail on
+        // every tick, and it cannot be compacted past anyway.
+        for f in idx.files(level - 1).iter().filter(|f| f.min_txid > dst_max) {
+            if src.last().is_some_and(|p: &FileInfo| f.min_txid.0 > p.max_txid.0 + 1) {
+                tracing::warn!(level, after = %src[src.len() - 1].max_txid, next = %f.min_txid, "gap in level {}; compacting up to it", level - 1);
+                break;
+            }
+            src.push(f.clone());
+        }
         (src, dst_max)
     };
     let (Some(first), Some(last)) = (inputs.first(), inputs.last()) else { return Ok(None) };

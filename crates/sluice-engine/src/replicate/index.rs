@@ -39,6 +39,13 @@ impl ReplicaIndex {
         self.files(level).iter().map(|f| f.max_txid).max().unwrap_or_default()
     }
 
+    /// Highest TXID the level-0..8 chain reaches: what has been uploaded from local L0.
+    /// Snapshots are left out on purpose: one may be taken at a local position whose L0
+    /// file is still waiting to be uploaded.
+    pub fn uploaded_max(&self) -> TxId {
+        (0..SNAPSHOT_LEVEL).map(|l| self.level_max(l)).max().unwrap_or_default()
+    }
+
     /// Highest TXID anywhere.
     pub fn max_txid(&self) -> TxId {
         (0..=SNAPSHOT_LEVEL).map(|l| self.level_max(l)).max().unwrap_or_default()

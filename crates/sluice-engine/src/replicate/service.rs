@@ -171,9 +171,7 @@ pub async fn replicate(
                     last_checkpoint = Instant::now();
                     dirty = false;
                     metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
-                    if synced.is_some() {
-                        wake.notify_one();
-                    }
+                    note_synced(&metrics, synced.as_ref(), &wake);
                 }
                 Ok((Checkpoint::Busy, _)) => tracing::debug!("checkpoint skipped: database busy"),
                 Err(e) => {
@@ -208,8 +206,9 @@ pub async fn replicate(
     }
     uploader.abort();
     maint.abort();
-    if last_err.is_none() && result.is_ok() {
-        // Clean stop with everything uploaded: let another daemon take over at once.
+    let conflict = matches!(result, Err(Error::Conflict { .. })) || matches!(last_err, Some(Error::Conflict { .. }));
+    if !conflict {
+        // Our lease (not someone else's): let another daemon take over at once.
         let _ = tokio::time::timeout(Duration::from_secs(5), async { lease.lock().await.release_ref().await }).await;
     }
     match (result, last_err) {
@@ -229,7 +228,13 @@ fn task_end(name: &str, r: std::result::Result<Result<()>, tokio::task::JoinErro
 /// Syncs; `true` if a local L0 file was written.
 async fn capture(shipper: &ShipperHandle, metrics: &DbMetrics, wake: &Notify) -> Result<bool> {
     let synced = shipper.sync().await?;
-    if let Some(s) = &synced {
+    note_synced(metrics, synced.as_ref(), wake);
+    Ok(synced.is_some())
+}
+
+/// Metrics and the uploader's wake-up after a capture.
+fn note_synced(metrics: &DbMetrics, synced: Option<&crate::replicate::shipper::Synced>, wake: &Notify) {
+    if let Some(s) = synced {
         metrics.syncs.fetch_add(1, Ordering::Relaxed);
         metrics.local_txid.store(s.header.max_txid.0, Ordering::Relaxed);
         if metrics.oldest_pending_ms.load(Ordering::Relaxed) == 0 {
@@ -237,10 +242,10 @@ async fn capture(shipper: &ShipperHandle, metrics: &DbMetrics, wake: &Notify) ->
         }
         wake.notify_one();
     }
-    Ok(synced.is_some())
 }
 
-/// Renews the lease if due, then uploads what is pending.
+/// Renews the lease if due, then uploads what is pending. Holding the lease's lock for the
+/// whole upload serialises the background uploader, forced syncs and the final upload.
 async fn upload(
     client: &ReplicaClient,
     meta: &MetaDir,
@@ -248,7 +253,8 @@ async fn upload(
     metrics: &DbMetrics,
     lease: &tokio::sync::Mutex<Lease>,
 ) -> Result<sluice_ltx::TxId> {
-    lease.lock().await.renew_if_due().await?;
+    let mut held = lease.lock().await;
+    held.renew_if_due().await?;
     upload_pending(client, meta, index, metrics).await
 }
 

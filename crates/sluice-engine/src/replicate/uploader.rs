@@ -28,7 +28,7 @@ pub async fn upload_pending(
     metrics: &DbMetrics,
 ) -> Result<TxId> {
     loop {
-        let remote_max = lock(index).max_txid();
+        let remote_max = lock(index).uploaded_max();
         let pending: Vec<(TxId, TxId)> =
             meta.list_l0()?.into_iter().filter(|(min, _)| *min > remote_max).take(MAX_FILES_PER_UPLOAD).collect();
         let (Some(&(first, _)), Some(&(_, last))) = (pending.first(), pending.last()) else {
@@ -106,7 +106,7 @@ pub fn merge_files(inputs: &[PathBuf], out: &Path) -> Result<()> {
 
 /// Keeps the lag metric: the oldest local file not yet uploaded.
 pub fn note_pending(meta: &MetaDir, index: &SharedIndex, metrics: &Arc<DbMetrics>) {
-    let remote = lock(index).max_txid();
+    let remote = lock(index).uploaded_max();
     let oldest = meta.list_l0().ok().and_then(|v| v.into_iter().find(|(min, _)| *min > remote));
     let ms = oldest.and_then(|(a, b)| header_time(&meta.l0_path(a, b)).ok()).map_or(0, |t| t.timestamp_millis() as u64);
     metrics.oldest_pending_ms.store(ms, Ordering::Relaxed);
