@@ -247,6 +247,12 @@ fn assert_level0_contiguous(url: &str) -> Vec<(u64, u64)> {
     ranges
 }
 
+/// Cycles for the file test: 50 in the suite; `SLUICE_CRASH_CYCLES` raises it for the long
+/// run in `bench/crash_soak.sh`.
+fn cycles(default: usize) -> usize {
+    std::env::var("SLUICE_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(default).max(default)
+}
+
 fn crash_loop(url: &str, cycles: usize, check_every: usize) {
     let seed = sluice_testkit::seed();
     let started = Instant::now();
@@ -324,7 +330,7 @@ fn crash_loop(url: &str, cycles: usize, check_every: usize) {
 fn crash_loop_file_replica() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("file://{}", dir.path().join("replica").display());
-    crash_loop(&url, 50, 5);
+    crash_loop(&url, cycles(50), 5);
 }
 
 #[test]

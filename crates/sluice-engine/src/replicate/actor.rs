@@ -48,7 +48,7 @@ impl ShipperHandle {
                 };
                 while let Ok(cmd) = rx.recv() {
                     match cmd {
-                        Cmd::Sync(r) => drop(r.send(s.sync())),
+                        Cmd::Sync(r) => drop(r.send(s.sync_all())),
                         Cmd::Checkpoint(t, r) => drop(r.send(s.checkpoint(t))),
                         Cmd::Snapshot(p, r) => drop(r.send(write_snapshot(&mut s, &p))),
                         Cmd::Reset(f, r) => drop(r.send(s.reset(f))),

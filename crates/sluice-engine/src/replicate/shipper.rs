@@ -54,6 +54,8 @@ pub struct Synced {
     pub pages: usize,
     /// Whether it holds every page (a "snapshotting" L0).
     pub full: bool,
+    /// The sync stopped at the byte limit; more committed frames are waiting.
+    pub more: bool,
 }
 
 /// Result of a checkpoint attempt.
@@ -259,6 +261,19 @@ impl Shipper {
         Ok(res)
     }
 
+    /// Syncs until every committed frame is captured (several files if the byte limit splits
+    /// the backlog). Checkpoints and snapshots need this: they must not leave frames unread.
+    pub fn sync_all(&mut self) -> Result<Option<Synced>> {
+        let mut last = None;
+        loop {
+            match self.sync()? {
+                Some(s) if s.more => last = Some(s),
+                Some(s) => return Ok(Some(s)),
+                None => return Ok(last),
+            }
+        }
+    }
+
     fn next_txid(&self) -> TxId {
         let after = self.pos.map_or(0, |p| p.txid.0 + 1);
         TxId(after.max(self.floor.0))
@@ -299,7 +314,7 @@ impl Shipper {
         let count = pgnos.len();
         self.emit(header, &pgnos, Some(f))?;
         self.pos = Some(Position { txid, end: scan.end, salts: (h.salt1, h.salt2), checksum: scan.checksum, commit });
-        Ok(Some(Synced { header, pages: count, full: false }))
+        Ok(Some(Synced { header, pages: count, full: false, more: scan.limited }))
     }
 
     /// Writes every page 1..commit as of the end of `scan` (or of the database file alone).
@@ -333,7 +348,7 @@ impl Shipper {
             self.running = true;
         }
         tracing::info!(txid = %txid, pages = pgnos.len(), "wrote full database image");
-        Ok(Synced { header, pages: pgnos.len(), full: true })
+        Ok(Synced { header, pages: pgnos.len(), full: true, more: false })
     }
 
     /// Encodes `pgnos` (sorted) into local L0, reading each page from the WAL map or the file.
@@ -380,7 +395,7 @@ impl Shipper {
         if !self.take_barrier()? {
             return Ok(false);
         }
-        let res = self.sync();
+        let res = self.sync_all();
         let _ = self.barrier.execute_batch("ROLLBACK");
         res.map(|_| true)
     }
@@ -407,7 +422,7 @@ impl Shipper {
     }
 
     fn checkpoint_under_barrier(&mut self, truncate: bool) -> Result<(Checkpoint, Option<Synced>)> {
-        let synced = self.sync()?;
+        let synced = self.sync_all()?;
         let frames = self.wal_frames();
         // Both our read locks must go, or the checkpoint cannot copy the last frames.
         self.end_read(self.active);

@@ -120,6 +120,8 @@ pub struct Scan {
     pub checksum: (u32, u32),
     /// Committed frames read.
     pub frames: u64,
+    /// The byte limit stopped the scan: more committed frames may follow `end`.
+    pub limited: bool,
 }
 
 /// Reads valid frames from `start` (a frame boundary whose chain checksum is `seed`) and
@@ -161,6 +163,7 @@ pub fn scan(wal: &File, hdr: &WalHeader, start: u64, seed: (u32, u32), max_bytes
                 out.checksum = sum;
                 out.frames = (off - start) / fs as u64;
                 if max_bytes.is_some_and(|m| off - start >= m) {
+                    out.limited = true;
                     break 'outer;
                 }
             }
