@@ -91,7 +91,34 @@ impl ReplicaClient {
     /// included) under the client's [`crate::RetryPolicy`]. If an earlier attempt failed while
     /// completing, its upload may have landed anyway; the object found by the next HEAD is then
     /// accepted when its bytes equal the file's (compared by streaming both).
+    ///
+    /// An object that already exists with exactly the file's bytes counts as uploaded (an
+    /// earlier call whose response was lost), so a retried upload is idempotent; an object
+    /// with other bytes is [`Error::AlreadyExists`].
     pub async fn put_file(
+        &self,
+        level: u8,
+        min: TxId,
+        max: TxId,
+        path: &StdPath,
+        timestamp: DateTime<Utc>,
+    ) -> Result<u64> {
+        match self.put_file_once(level, min, max, path, timestamp).await {
+            Err(e) if e.is_already_exists() => {
+                let key = self.key(level, min, max);
+                let remote = self.size(level, min, max).await?;
+                if self.object_matches_file(&key, path, remote).await? {
+                    tracing::debug!(key = %key, "identical object already uploaded");
+                    Ok(remote)
+                } else {
+                    Err(e)
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn put_file_once(
         &self,
         level: u8,
         min: TxId,

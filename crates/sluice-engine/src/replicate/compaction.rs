@@ -124,7 +124,9 @@ pub async fn snapshot(
     let path = shipper.meta_root().join("snapshot.ltx.tmp");
     let header = shipper.snapshot(path.clone()).await;
     let result = async {
-        let Some(h) = header? else { return Ok(None) };
+        let Some(h) = header? else {
+            return Err(Error::Task("the database stayed busy (write barrier not granted); snapshot postponed".into()));
+        };
         let ts = chrono::DateTime::from_timestamp_millis(h.timestamp_ms).unwrap_or_else(Utc::now);
         let size = client.put_file(SNAPSHOT_LEVEL, TxId(1), h.max_txid, &path, ts).await?;
         Ok::<_, Error>(Some(FileInfo {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::path::Path as Key;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 use sluice_storage::ReplicaClient;
 
@@ -82,11 +82,14 @@ impl Lease {
                         return Ok(lease);
                     }
                 }
-                Some(held) if held.writer == lease.doc.writer || held.expires_ms < now_ms() => {
-                    lease.write(PutMode::Overwrite).await?;
-                    return Ok(lease);
+                Some((held, etag)) if lease.owns(&held) || held.expires_ms < now_ms() => {
+                    // Conditional on the version read: of two daemons taking over an expired
+                    // lease at once, one wins.
+                    if lease.write(update(etag)).await? {
+                        return Ok(lease);
+                    }
                 }
-                Some(held) => {
+                Some((held, _)) => {
                     return Err(Error::Conflict {
                         replica: client.description().to_string(),
                         reason: format!(
@@ -108,18 +111,26 @@ impl Lease {
         })
     }
 
-    async fn read(&self) -> Result<Option<LeaseDoc>> {
+    /// The same writer ID on the same host: a clone of the meta directory on another machine
+    /// does not inherit the lease.
+    fn owns(&self, held: &LeaseDoc) -> bool {
+        held.writer == self.doc.writer && held.host == self.doc.host
+    }
+
+    async fn read(&self) -> Result<Option<(LeaseDoc, Option<String>)>> {
         match self.client.store().get(&self.key).await {
             Ok(r) => {
+                let etag = r.meta.e_tag.clone();
                 let bytes = r.bytes().await.map_err(|e| self.store_err("GET", e))?;
                 // An unreadable lease is treated as expired rather than blocking forever.
-                Ok(Some(serde_json::from_slice(&bytes).unwrap_or(LeaseDoc {
+                let doc = serde_json::from_slice(&bytes).unwrap_or(LeaseDoc {
                     writer: String::new(),
                     host: String::new(),
                     pid: 0,
                     db: String::new(),
                     expires_ms: 0,
-                })))
+                });
+                Ok(Some((doc, etag)))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.store_err("GET", e)),
@@ -130,10 +141,21 @@ impl Lease {
     async fn write(&mut self, mode: PutMode) -> Result<bool> {
         self.doc.expires_ms = now_ms() + LEASE_TTL.as_millis() as i64;
         let body = Bytes::from(serde_json::to_vec(&self.doc).unwrap_or_default());
-        let opts = PutOptions { mode, ..PutOptions::default() };
-        match self.client.store().put_opts(&self.key, PutPayload::from_bytes(body), opts).await {
+        let opts = PutOptions { mode: mode.clone(), ..PutOptions::default() };
+        match self.client.store().put_opts(&self.key, PutPayload::from_bytes(body.clone()), opts).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+            // Stores without conditional updates (local files): plain overwrite; the daemon
+            // lock file already keeps two daemons on one host apart.
+            Err(object_store::Error::NotImplemented { .. }) if matches!(mode, PutMode::Update(_)) => {
+                let opts = PutOptions { mode: PutMode::Overwrite, ..PutOptions::default() };
+                self.client
+                    .store()
+                    .put_opts(&self.key, PutPayload::from_bytes(body), opts)
+                    .await
+                    .map(|_| true)
+                    .map_err(|e| self.store_err("PUT", e))
+            }
             Err(e) => Err(self.store_err("PUT", e)),
         }
     }
@@ -144,22 +166,28 @@ impl Lease {
         if self.doc.expires_ms - now_ms() > (LEASE_TTL.as_millis() / 2) as i64 {
             return Ok(());
         }
+        let replica = self.client.description().to_string();
+        let taken = move |held: &LeaseDoc| Error::Conflict {
+            replica: replica.clone(),
+            reason: format!("the replica lease was taken over by the daemon for {} on host {:?}", held.db, held.host),
+        };
         match self.read().await? {
-            Some(held) if held.writer != self.doc.writer && held.expires_ms >= now_ms() => Err(Error::Conflict {
-                replica: self.client.description().to_string(),
-                reason: format!(
-                    "the replica lease was taken over by the daemon for {} on host {:?}",
-                    held.db, held.host
-                ),
-            }),
-            _ => self.write(PutMode::Overwrite).await.map(|_| ()),
+            Some((held, _)) if !self.owns(&held) && held.expires_ms >= now_ms() => Err(taken(&held)),
+            Some((held, etag)) => {
+                if self.write(update(etag)).await? {
+                    Ok(())
+                } else {
+                    Err(taken(&held))
+                }
+            }
+            None => self.write(PutMode::Create).await.map(|_| ()),
         }
     }
 
     /// Gives the lease up on a clean shutdown.
     pub async fn release_ref(&self) {
-        if let Ok(Some(held)) = self.read().await
-            && held.writer == self.doc.writer
+        if let Ok(Some((held, _))) = self.read().await
+            && self.owns(&held)
         {
             let _ = self.client.store().delete(&self.key).await;
         }
@@ -167,5 +195,13 @@ impl Lease {
 
     fn store_err(&self, op: &'static str, e: object_store::Error) -> Error {
         Error::Storage(sluice_storage::Error::from_object_store(op, self.key.as_ref(), self.client.description(), e))
+    }
+}
+
+/// A conditional overwrite of the version read (plain overwrite when the store gave no ETag).
+fn update(etag: Option<String>) -> PutMode {
+    match etag {
+        Some(e) => PutMode::Update(UpdateVersion { e_tag: Some(e), version: None }),
+        None => PutMode::Overwrite,
     }
 }

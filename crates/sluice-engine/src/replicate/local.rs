@@ -3,7 +3,7 @@
 //! read from, which is where the next sync resumes.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 use sluice_ltx::{Encoder, Header, TxId, format_filename, parse_filename};
@@ -21,14 +21,24 @@ impl MetaDir {
     pub fn open(root: PathBuf) -> Result<Self> {
         let l0 = root.join("ltx").join("0");
         fs::create_dir_all(&l0).map_err(|e| Error::io("create meta directory", &l0, e))?;
-        if let Ok(entries) = fs::read_dir(&l0) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().ends_with(".tmp") {
+        // Leftovers of a crash: temp files of L0 writes, merged uploads, snapshots, and
+        // compaction work directories.
+        for dir in [&l0, &root] {
+            for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".tmp") {
                     let _ = fs::remove_file(e.path());
+                } else if name.starts_with("compact-") && e.path().is_dir() {
+                    let _ = fs::remove_dir_all(e.path());
                 }
             }
         }
         Ok(MetaDir { root })
+    }
+
+    /// A handle on a directory already opened (and cleaned) by [`MetaDir::open`].
+    pub fn at(root: PathBuf) -> Self {
+        MetaDir { root }
     }
 
     /// The directory.
@@ -68,10 +78,12 @@ impl MetaDir {
             });
             match verified {
                 Ok(s) => return Ok(Some(s.header)),
-                Err(e) => {
+                // Only a damaged file goes; an I/O failure (EMFILE, EIO…) is reported instead.
+                Err(e @ Error::Ltx { .. }) => {
                     tracing::warn!(file = %path.display(), error = %e, "removing damaged local L0 file");
                     let _ = fs::remove_file(&path);
                 }
+                Err(e) => return Err(e),
             }
         }
         Ok(None)
@@ -117,9 +129,4 @@ impl Error {
     pub(crate) fn from_io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
         move |e| Error::io("open", path, e)
     }
-}
-
-/// Flushes buffered output (used by callers holding a BufWriter).
-pub fn flush(w: &mut impl Write, path: &Path) -> Result<()> {
-    w.flush().map_err(|e| Error::io("write", path, e))
 }

@@ -71,7 +71,8 @@ pub async fn replicate(
     let remote_max = lock(&index).max_txid();
     let sopts = ShipperOptions { busy_timeout: opts.busy_timeout, max_sync_wal_bytes: opts.max_sync_wal_bytes };
     let shipper = Arc::new(ShipperHandle::spawn(opts.db_path.clone(), opts.meta_dir.clone(), remote_max, sopts).await?);
-    let meta = MetaDir::open(opts.meta_dir.clone())?;
+    // The shipper opened (and cleaned) the directory; temp files of running tasks must stay.
+    let meta = MetaDir::at(opts.meta_dir.clone());
     let frame = 24 + u64::from(shipper.page_size());
     tracing::info!(db = %opts.db_path.display(), replica = client.description(), txid = %remote_max, "replicating");
 
@@ -111,6 +112,8 @@ pub async fn replicate(
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_checkpoint = Instant::now();
     let mut last_wal_stat = None;
+    let mut checkpoint_hold = Instant::now();
+    let mut requests_open = true;
     // Something was captured since the last checkpoint (time-based checkpoints need it).
     let mut dirty = false;
     let wal_path = {
@@ -130,15 +133,24 @@ pub async fn replicate(
                 }
                 last_wal_stat = stat;
             }
-            r = requests.recv() => {
-                if let Some(Request::Sync(reply)) = r {
-                    let res = capture(&shipper, &metrics, &wake).await;
-                    dirty |= res.as_ref().is_ok_and(|c| *c);
-                    let res = match res {
-                        Ok(_) => upload(&client, &meta, &index, &metrics, &lease).await,
-                        Err(e) => Err(e),
-                    };
-                    let _ = reply.send(res);
+            r = requests.recv(), if requests_open => {
+                let Some(Request::Sync(reply)) = r else {
+                    requests_open = false;
+                    continue;
+                };
+                let res = capture(&shipper, &metrics, &wake).await;
+                dirty |= res.as_ref().is_ok_and(|c| *c);
+                match res {
+                    // Upload off this loop: waiting for a running upload must not stall
+                    // capturing and checkpoints.
+                    Ok(_) => {
+                        let (client, meta, index, metrics, lease) =
+                            (client.clone(), meta.clone(), index.clone(), metrics.clone(), lease.clone());
+                        tokio::spawn(async move {
+                            let _ = reply.send(upload(&client, &meta, &index, &metrics, &lease).await);
+                        });
+                    }
+                    Err(e) => drop(reply.send(Err(e))),
                 }
                 continue;
             }
@@ -165,11 +177,18 @@ pub async fn replicate(
             && !opts.checkpoint_interval.is_zero()
             && last_checkpoint.elapsed() >= opts.checkpoint_interval
             && frames > 0;
-        if (dirty && frames >= opts.checkpoint_pages) || due {
+        if ((dirty && frames >= opts.checkpoint_pages) || due) && Instant::now() >= checkpoint_hold {
             match shipper.checkpoint(frames >= opts.hard_limit_pages).await {
                 Ok((Checkpoint::Done { .. }, synced)) => {
                     last_checkpoint = Instant::now();
                     dirty = false;
+                    metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+                    note_synced(&metrics, synced.as_ref(), &wake);
+                }
+                Ok((Checkpoint::Partial, synced)) => {
+                    // A reader of the application pins the WAL: retrying at once would only
+                    // take the write barrier again and again.
+                    checkpoint_hold = Instant::now() + opts.monitor_interval.max(Duration::from_secs(1));
                     metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
                     note_synced(&metrics, synced.as_ref(), &wake);
                 }
@@ -320,16 +339,20 @@ async fn maintenance_loop(
 ) -> Result<()> {
     let mut due: Vec<Instant> = opts.levels.iter().map(|d| next_boundary(*d)).collect();
     let mut snap_due = next_boundary(opts.snapshot_interval);
+    let mut snapshot_failed = false;
     loop {
         if needs_snapshot {
-            // Wait for the first upload so the snapshot never runs ahead of level 0.
+            // Wait for the first upload so the snapshot never runs ahead of level 0; after a
+            // failure, retry on a timer too (an idle database may not upload again).
             tokio::select! {
                 _ = uploaded.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)), if snapshot_failed => {}
                 _ = stop.changed() => return Ok(()),
             }
             match compaction::snapshot(&client, &shipper, &index, &metrics).await {
                 Ok(_) => needs_snapshot = false,
                 Err(e) => {
+                    snapshot_failed = true;
                     metrics.errors_compaction.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "snapshot failed");
                 }

@@ -68,6 +68,8 @@ pub enum Checkpoint {
         /// WAL frames at the time.
         frames: u64,
     },
+    /// Only part of the WAL could be copied (another reader holds an older snapshot).
+    Partial,
 }
 
 /// Replicates one database into its meta directory.
@@ -84,6 +86,8 @@ pub struct Shipper {
     pos: Option<Position>,
     /// Latest committed frame per page in the current WAL generation, up to `pos.end`.
     wal_map: HashMap<u32, u64>,
+    /// Salts of the generation `wal_map` points into.
+    wal_salts: (u32, u32),
     /// Next TXID never to go below (the replica's max + 1).
     floor: TxId,
     /// Set after the first sync of this process: from then on every WAL restart happened
@@ -95,6 +99,11 @@ fn open_conn(path: &Path, busy: Duration) -> Result<Connection> {
     let c = Connection::open(path).map_err(|e| sqlite_err("open", path, e))?;
     c.busy_timeout(busy).map_err(|e| sqlite_err("set busy timeout on", path, e))?;
     c.execute_batch("PRAGMA wal_autocheckpoint=0;").map_err(|e| sqlite_err("configure", path, e))?;
+    // Closing our last connection must not checkpoint and delete the WAL (Litestream sets
+    // PERSIST_WAL for the same reason): the next start resumes from it instead of uploading
+    // a full image.
+    c.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+        .map_err(|e| sqlite_err("configure", path, e))?;
     Ok(c)
 }
 
@@ -138,6 +147,7 @@ impl Shipper {
             opts,
             pos: None,
             wal_map: HashMap::new(),
+            wal_salts: (0, 0),
             floor: TxId(remote_max.0 + 1),
             running: false,
         };
@@ -217,13 +227,16 @@ impl Shipper {
             return Ok(());
         }
         self.wal_map = prefix.pages;
+        self.wal_salts = (hdr.salt1, hdr.salt2);
         self.pos = Some(Position { txid: h.max_txid, end, salts: (hdr.salt1, hdr.salt2), checksum, commit: h.commit });
         Ok(())
     }
 
-    /// Captures newly committed WAL frames into a local L0 file (or a full image when there is
-    /// no usable position). Returns `None` when nothing was committed.
-    pub fn sync(&mut self) -> Result<Option<Synced>> {
+    /// Captures one chunk of newly committed WAL frames into a local L0 file (or a full image
+    /// when there is no usable position). Returns `None` when nothing was committed. Does not
+    /// move the read lock: that may only happen once the whole backlog is captured.
+    fn sync_once(&mut self) -> Result<Option<Synced>> {
+        self.check_same_file()?;
         let wal_file = match File::open(&self.wal_path) {
             Ok(f) => Some(f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -242,6 +255,7 @@ impl Shipper {
             (Some(h), Some(_)) if self.running => {
                 // A restart we could not have missed frames of: continue in the new generation.
                 self.wal_map.clear();
+                self.wal_salts = (h.salt1, h.salt2);
                 self.write_incremental(
                     wal_file.as_ref().expect("BUG: header without file"),
                     &h,
@@ -256,22 +270,42 @@ impl Shipper {
                 Some(self.write_full(Some((f, &h)), Some(scan))?)
             }
         };
-        self.handoff()?;
         self.running = true;
         Ok(res)
     }
 
-    /// Syncs until every committed frame is captured (several files if the byte limit splits
-    /// the backlog). Checkpoints and snapshots need this: they must not leave frames unread.
+    /// The database file must still be the one we opened (not replaced by a rename).
+    fn check_same_file(&self) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let now = std::fs::metadata(&self.db_path).map_err(|e| Error::io("stat", &self.db_path, e))?;
+        let ours = self.db_file.metadata().map_err(|e| Error::io("stat", &self.db_path, e))?;
+        if (now.dev(), now.ino()) != (ours.dev(), ours.ino()) {
+            return Err(Error::io(
+                "replicate",
+                &self.db_path,
+                std::io::Error::other("the database file was replaced while replicating; restart the daemon"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Captures every committed frame (several files if the byte limit splits the backlog),
+    /// then moves the read lock forward. Moving it after a partial capture could let a
+    /// checkpoint copy, and a restart discard, frames not yet read.
     pub fn sync_all(&mut self) -> Result<Option<Synced>> {
         let mut last = None;
         loop {
-            match self.sync()? {
+            match self.sync_once()? {
                 Some(s) if s.more => last = Some(s),
-                Some(s) => return Ok(Some(s)),
-                None => return Ok(last),
+                Some(s) => {
+                    last = Some(s);
+                    break;
+                }
+                None => break,
             }
         }
+        self.handoff()?;
+        Ok(last)
     }
 
     fn next_txid(&self) -> TxId {
@@ -307,6 +341,10 @@ impl Shipper {
         header.wal_offset = start as i64;
         header.wal_size = (scan.end - start) as i64;
         (header.wal_salt1, header.wal_salt2) = (h.salt1, h.salt2);
+        if self.wal_salts != (h.salt1, h.salt2) {
+            self.wal_map.clear();
+            self.wal_salts = (h.salt1, h.salt2);
+        }
         for (p, o) in &scan.pages {
             self.wal_map.insert(*p, *o);
         }
@@ -326,8 +364,9 @@ impl Shipper {
                 (len / u64::from(self.page_size)) as u32
             }
         };
-        if let Some(s) = &scan {
+        if let (Some(s), Some((_, h))) = (&scan, wal) {
             self.wal_map = s.pages.clone();
+            self.wal_salts = (h.salt1, h.salt2);
         } else {
             self.wal_map.clear();
         }
@@ -356,9 +395,10 @@ impl Shipper {
         let ps = self.page_size as usize;
         let mut buf = vec![0u8; ps];
         let (db_file, wal_map, db_path, wal_path) = (&self.db_file, &self.wal_map, &self.db_path, &self.wal_path);
+        let salts = self.wal_salts;
         self.meta.write_l0(header, |sink| {
             for &p in pgnos {
-                read_page(db_file, wal, wal_map, p, &mut buf).map_err(|e| {
+                read_page(db_file, wal, wal_map, salts, p, &mut buf).map_err(|e| {
                     Error::io("read page from", if wal_map.contains_key(&p) { wal_path } else { db_path }, e)
                 })?;
                 sink(p, &buf)?;
@@ -377,7 +417,7 @@ impl Shipper {
         let mut buf = vec![0u8; self.page_size as usize];
         let lock = lock_pgno(self.page_size);
         for p in (1..=pos.commit).filter(|p| *p != lock) {
-            read_page(&self.db_file, wal.as_ref(), &self.wal_map, p, &mut buf)
+            read_page(&self.db_file, wal.as_ref(), &self.wal_map, self.wal_salts, p, &mut buf)
                 .map_err(|e| Error::io("read page from", &self.db_path, e))?;
             sink(p, &buf)?;
         }
@@ -416,12 +456,21 @@ impl Shipper {
         if !self.take_barrier()? {
             return Ok((Checkpoint::Busy, None));
         }
-        let result = self.checkpoint_under_barrier(truncate);
+        let result = self.checkpoint_under_barrier();
         let _ = self.barrier.execute_batch("ROLLBACK");
+        if truncate && matches!(result, Ok((Checkpoint::Done { .. }, _))) {
+            // After the barrier: TRUNCATE needs the write lock. Our reader now sits on read
+            // mark 0 (the WAL is fully copied), which forbids copying any newer frame, so
+            // TRUNCATE either finds nothing new and truncates or gives up busy. Never a loss.
+            let c = &self.readers[1 - self.active];
+            let _ = c.busy_timeout(Duration::ZERO);
+            let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+            let _ = c.busy_timeout(self.opts.busy_timeout);
+        }
         result
     }
 
-    fn checkpoint_under_barrier(&mut self, truncate: bool) -> Result<(Checkpoint, Option<Synced>)> {
+    fn checkpoint_under_barrier(&mut self) -> Result<(Checkpoint, Option<Synced>)> {
         let synced = self.sync_all()?;
         let frames = self.wal_frames();
         // Both our read locks must go, or the checkpoint cannot copy the last frames.
@@ -430,16 +479,20 @@ impl Shipper {
         let res: rusqlite::Result<(i64, i64, i64)> =
             self.readers[idle]
                 .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
-        self.begin_read(self.active)?;
-        let (_busy, log, done) = res.map_err(|e| sqlite_err("checkpoint", &self.db_path, e))?;
-        if truncate && log == done {
-            // Every frame is in the database file and captured; our reader blocks any newer
-            // frame from being copied, so TRUNCATE can only drop what we already have.
-            let c = &self.readers[idle];
-            let _ = c.busy_timeout(Duration::ZERO);
-            let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-            let _ = c.busy_timeout(self.opts.busy_timeout);
+        if let Err(e) = self.begin_read(self.active) {
+            // No read lock at all now: a restart could pass unseen; the next WAL change must
+            // be treated as unknown (full image) rather than as a clean restart.
+            self.running = false;
+            return Err(e);
         }
+        let (_busy, log, done) = res.map_err(|e| sqlite_err("checkpoint", &self.db_path, e))?;
+        if log != done {
+            // Another reader kept part of the WAL from being copied.
+            return Ok((Checkpoint::Partial, synced));
+        }
+        // The database file now holds everything: page reads must no longer point into a WAL
+        // that the next write will restart and overwrite.
+        self.wal_map.clear();
         Ok((Checkpoint::Done { frames }, synced))
     }
 
@@ -454,9 +507,33 @@ impl Shipper {
     }
 }
 
-fn read_page(db: &File, wal: Option<&File>, map: &HashMap<u32, u64>, pgno: u32, buf: &mut [u8]) -> std::io::Result<()> {
-    if let (Some(off), Some(w)) = (map.get(&pgno), wal) {
-        return w.read_exact_at(buf, off + FRAME_HEADER_SIZE);
+/// Reads a page from its WAL frame (per `map`) or else from the database file.
+///
+/// A WAL read is checked afterwards: the frame header must still carry this page and the
+/// generation's salts. SQLite writes a frame's header before its data, so an unchanged header
+/// read *after* the data proves the data was not overwritten by a WAL restart meanwhile.
+fn read_page(
+    db: &File,
+    wal: Option<&File>,
+    map: &HashMap<u32, u64>,
+    salts: (u32, u32),
+    pgno: u32,
+    buf: &mut [u8],
+) -> std::io::Result<()> {
+    if let Some(off) = map.get(&pgno) {
+        let Some(w) = wal else {
+            return Err(std::io::Error::other(format!("WAL is gone while page {pgno} is only in it")));
+        };
+        w.read_exact_at(buf, off + FRAME_HEADER_SIZE)?;
+        let mut fh = [0u8; FRAME_HEADER_SIZE as usize];
+        w.read_exact_at(&mut fh, *off)?;
+        let be = |i: usize| u32::from_be_bytes([fh[i], fh[i + 1], fh[i + 2], fh[i + 3]]);
+        if be(0) != pgno || (be(8), be(12)) != salts {
+            return Err(std::io::Error::other(format!(
+                "WAL frame for page {pgno} was overwritten while reading it (WAL restarted)"
+            )));
+        }
+        return Ok(());
     }
     let off = u64::from(pgno - 1) * buf.len() as u64;
     match db.read_exact_at(buf, off) {
