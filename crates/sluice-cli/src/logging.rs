@@ -13,5 +13,7 @@ pub fn init(flag: Option<&str>) {
         .to_lowercase();
     let filter = EnvFilter::try_new(format!("warn,sluice={level},sluice_engine={level},sluice_storage={level}"))
         .unwrap_or_else(|_| EnvFilter::new("warn,sluice=info,sluice_engine=info,sluice_storage=info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colours only on a terminal: log files and pipes get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }

@@ -21,6 +21,12 @@ use crate::replicate::metrics::DbMetrics;
 use crate::replicate::shipper::{Checkpoint, ShipperOptions};
 use crate::replicate::uploader::{note_pending, upload_pending};
 
+/// How often the WAL index header is read (one 24-byte pread) and the WAL stat'ed. Short, so
+/// a checkpoint can start before the WAL reaches the application's auto-checkpoint size:
+/// past it, SQLite tries a checkpoint after every commit, which a long-held read lock like
+/// ours makes fruitless and costly for the application.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
 /// Settings of one replicated database (defaults as Litestream's).
 #[derive(Clone, Debug)]
 pub struct ReplicateOptions {
@@ -108,7 +114,7 @@ pub async fn replicate(
 
     let mut monitor = tokio::time::interval(opts.monitor_interval);
     monitor.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut poll = tokio::time::interval(Duration::from_millis(100));
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_checkpoint = Instant::now();
     let mut last_wal_stat = None;
@@ -116,22 +122,41 @@ pub async fn replicate(
     let mut requests_open = true;
     // Something was captured since the last checkpoint (time-based checkpoints need it).
     let mut dirty = false;
-    let wal_path = {
+    let sidecar = |suffix: &str| {
         let mut p = opts.db_path.as_os_str().to_owned();
-        p.push("-wal");
+        p.push(suffix);
         PathBuf::from(p)
     };
+    let (wal_path, shm_path) = (sidecar("-wal"), sidecar("-shm"));
+    // The WAL changed since the last capture.
+    let mut pending = false;
+    let mut shm_file = None;
+    let (mut observed, mut checkpointed_at) = (None, None);
+    let mut last_capture = Instant::now() - opts.sync_interval;
     let result: Result<()> = loop {
+        let mut checkpoint_now = false;
         tokio::select! {
             _ = monitor.tick() => {}
             _ = poll.tick() => {
-                // Capture as soon as the WAL changes (a stat every 100 ms), so replication lag
-                // is bounded by the upload pacing rather than by the monitor interval.
+                // Every 5 ms: a stat of the WAL and a 24-byte read of SQLite's WAL index.
+                // Capture once per sync interval when the WAL changed (lag stays within about
+                // one interval, at one capture per upload), and checkpoint as soon as the WAL
+                // holds more frames than the threshold, which keeps it bounded under any load.
                 let stat = std::fs::metadata(&wal_path).ok().map(|m| (m.len(), m.modified().ok()));
-                if stat == last_wal_stat {
+                if stat != last_wal_stat {
+                    pending = true;
+                    last_wal_stat = stat;
+                }
+                let hint = wal_index_frames(&shm_path, &mut shm_file);
+                // After a full checkpoint the index keeps its count until the next write
+                // restarts the WAL: do not checkpoint the same WAL again.
+                checkpoint_now = hint.is_some_and(|f| f >= opts.checkpoint_pages)
+                    && hint != checkpointed_at
+                    && Instant::now() >= checkpoint_hold;
+                observed = hint;
+                if !(checkpoint_now || pending && last_capture.elapsed() >= opts.sync_interval) {
                     continue;
                 }
-                last_wal_stat = stat;
             }
             r = requests.recv(), if requests_open => {
                 let Some(Request::Sync(reply)) = r else {
@@ -158,13 +183,17 @@ pub async fn replicate(
             r = &mut maint => break Err(task_end("maintenance", r)),
             _ = shutdown.changed() => break Ok(()),
         }
-        match capture(&shipper, &metrics, &wake).await {
-            Ok(captured) => dirty |= captured,
-            Err(e) => {
-                metrics.errors_sync.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "sync failed");
-                continue;
+        if !checkpoint_now {
+            match capture(&shipper, &metrics, &wake).await {
+                Ok(captured) => dirty |= captured,
+                Err(e) => {
+                    metrics.errors_sync.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "sync failed");
+                    continue;
+                }
             }
+            pending = false;
+            last_capture = Instant::now();
         }
         // The logical WAL size (frames of the current generation), not the file's length:
         // SQLite reuses the file after a restart without shrinking it.
@@ -177,11 +206,15 @@ pub async fn replicate(
             && !opts.checkpoint_interval.is_zero()
             && last_checkpoint.elapsed() >= opts.checkpoint_interval
             && frames > 0;
-        if ((dirty && frames >= opts.checkpoint_pages) || due) && Instant::now() >= checkpoint_hold {
-            match shipper.checkpoint(frames >= opts.hard_limit_pages).await {
+        if checkpoint_now || (((dirty && frames >= opts.checkpoint_pages) || due) && Instant::now() >= checkpoint_hold)
+        {
+            let outcome = shipper.checkpoint(frames >= opts.hard_limit_pages).await;
+            tracing::debug!(outcome = ?outcome.as_ref().map(|(c, _)| *c), "checkpoint");
+            match outcome {
                 Ok((Checkpoint::Done { .. }, synced)) => {
                     last_checkpoint = Instant::now();
-                    dirty = false;
+                    (dirty, pending, last_capture) = (false, false, Instant::now());
+                    checkpointed_at = observed;
                     metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
                     note_synced(&metrics, synced.as_ref(), &wake);
                 }
@@ -234,6 +267,26 @@ pub async fn replicate(
         (Err(e), _) | (Ok(()), Some(e)) => Err(e),
         (Ok(()), None) => Ok(()),
     }
+}
+
+/// Frames in the WAL according to SQLite's WAL index (`-shm`): `mxFrame` of its header. Only
+/// a trigger: the WAL itself, read with its checksums, stays the source of truth.
+///
+/// The file stays open for the daemon's lifetime. Closing *any* descriptor of a file drops
+/// all of this process's POSIX locks on it, and SQLite's read locks are POSIX locks on the
+/// `-shm` file: opening and closing it here would silently release our read lock and let the
+/// application restart the WAL over frames not yet captured.
+fn wal_index_frames(shm: &std::path::Path, file: &mut Option<std::fs::File>) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    if file.is_none() {
+        *file = std::fs::File::open(shm).ok();
+    }
+    let mut h = [0u8; 24];
+    file.as_ref()?.read_exact_at(&mut h, 0).ok()?;
+    // The header is in the machine's native byte order; iVersion is 3007000.
+    #[allow(clippy::host_endian_bytes)]
+    let native = |i: usize| u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+    (native(0) == 3_007_000).then(|| u64::from(native(16)))
 }
 
 fn task_end(name: &str, r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Error {

@@ -107,6 +107,38 @@ fn open_conn(path: &Path, busy: Duration) -> Result<Connection> {
     Ok(c)
 }
 
+/// A PASSIVE checkpoint; (busy, WAL frames, frames copied). PASSIVE never waits: when the
+/// application's own auto-checkpoint holds the checkpoint lock (frames = -1), it is tried
+/// again briefly, since that checkpoint finishes within milliseconds.
+fn passive(c: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
+    let deadline = std::time::Instant::now() + Duration::from_millis(250);
+    loop {
+        let r = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
+        match r {
+            Ok((_, -1, _)) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_micros(100)),
+            other => return other,
+        }
+    }
+}
+
+/// A busy handler that retries every ~50 µs instead of SQLite's 1, 2, 5, 10… ms back-off.
+/// An application committing in a tight loop frees the write lock only for microseconds
+/// between transactions; with the default back-off the barrier would almost never get in,
+/// checkpoints would be skipped and the WAL would grow without bound.
+fn eager_busy(timeout: Duration) -> impl FnMut(i32) -> bool + Send + 'static {
+    let mut started = std::time::Instant::now();
+    move |count| {
+        if count == 0 {
+            started = std::time::Instant::now();
+        }
+        if started.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(50));
+        true
+    }
+}
+
 fn sqlite_err(op: &'static str, path: &Path, e: rusqlite::Error) -> Error {
     Error::io(op, path, std::io::Error::other(e))
 }
@@ -131,7 +163,8 @@ impl Shipper {
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .map_err(|e| sqlite_err("read page size of", db_path, e))?;
         let readers = [first, open_conn(db_path, opts.busy_timeout)?];
-        let barrier = open_conn(db_path, opts.busy_timeout)?;
+        let mut barrier = open_conn(db_path, opts.busy_timeout)?;
+        barrier.busy_handler(Some(eager_busy(opts.busy_timeout))).map_err(|e| sqlite_err("configure", db_path, e))?;
         let db_file = File::open(db_path).map_err(|e| Error::io("open", db_path, e))?;
         let mut wal_path = db_path.as_os_str().to_owned();
         wal_path.push("-wal");
@@ -246,6 +279,7 @@ impl Shipper {
             Some(f) => wal::read_header(f).map_err(|e| Error::io("read", &self.wal_path, e))?,
             None => None,
         };
+        tracing::debug!(header = ?hdr.map(|h| (h.salt1, h.salt2)), pos = ?self.pos, running = self.running, "sync");
         let res = match (hdr, self.pos) {
             (None, Some(_)) => None,
             (None, None) => Some(self.write_full(None, None)?),
@@ -453,11 +487,19 @@ impl Shipper {
     /// Syncs under a write barrier, then checkpoints the whole WAL; nothing can commit in
     /// between, so the WAL restart that follows discards only frames already captured.
     pub fn checkpoint(&mut self, truncate: bool) -> Result<(Checkpoint, Option<Synced>)> {
+        // First, without the barrier: capture the backlog, then copy into the database file
+        // what our (just advanced) read lock allows. The application keeps writing meanwhile,
+        // and the barrier below is left with only the last few frames: it blocks the
+        // application for well under a millisecond instead of for a whole capture.
+        let pre = self.sync_all()?;
+        let _ = passive(&self.readers[1 - self.active]);
         if !self.take_barrier()? {
-            return Ok((Checkpoint::Busy, None));
+            return Ok((Checkpoint::Busy, pre));
         }
-        let result = self.checkpoint_under_barrier();
+        let held = std::time::Instant::now();
+        let result = self.checkpoint_under_barrier().map(|(c, s)| (c, s.or(pre)));
         let _ = self.barrier.execute_batch("ROLLBACK");
+        tracing::debug!(held_us = held.elapsed().as_micros() as u64, "write barrier released");
         if truncate && matches!(result, Ok((Checkpoint::Done { .. }, _))) {
             // After the barrier: TRUNCATE needs the write lock. Our reader now sits on read
             // mark 0 (the WAL is fully copied), which forbids copying any newer frame, so
@@ -471,21 +513,32 @@ impl Shipper {
     }
 
     fn checkpoint_under_barrier(&mut self) -> Result<(Checkpoint, Option<Synced>)> {
+        let t0 = std::time::Instant::now();
         let synced = self.sync_all()?;
+        tracing::debug!(
+            sync_us = t0.elapsed().as_micros() as u64,
+            pages = synced.as_ref().map(|s| s.pages),
+            "barrier sync"
+        );
         let frames = self.wal_frames();
         // Both our read locks must go, or the checkpoint cannot copy the last frames.
         self.end_read(self.active);
         let idle = 1 - self.active;
-        let res: rusqlite::Result<(i64, i64, i64)> =
-            self.readers[idle]
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
+        let t1 = std::time::Instant::now();
+        let res = passive(&self.readers[idle]);
+        tracing::debug!(passive_us = t1.elapsed().as_micros() as u64, "barrier passive");
         if let Err(e) = self.begin_read(self.active) {
             // No read lock at all now: a restart could pass unseen; the next WAL change must
             // be treated as unknown (full image) rather than as a clean restart.
             self.running = false;
             return Err(e);
         }
-        let (_busy, log, done) = res.map_err(|e| sqlite_err("checkpoint", &self.db_path, e))?;
+        let (busy, log, done) = res.map_err(|e| sqlite_err("checkpoint", &self.db_path, e))?;
+        tracing::debug!(busy, log, done, "passive checkpoint under barrier");
+        if log < 0 {
+            // The checkpoint could not run at all (its lock stayed taken).
+            return Ok((Checkpoint::Busy, synced));
+        }
         if log != done {
             // Another reader kept part of the WAL from being copied.
             return Ok((Checkpoint::Partial, synced));
@@ -530,7 +583,13 @@ fn read_page(
         let be = |i: usize| u32::from_be_bytes([fh[i], fh[i + 1], fh[i + 2], fh[i + 3]]);
         if be(0) != pgno || (be(8), be(12)) != salts {
             return Err(std::io::Error::other(format!(
-                "WAL frame for page {pgno} was overwritten while reading it (WAL restarted)"
+                "WAL frame at offset {off} for page {pgno} was overwritten while reading it (WAL restarted): \
+                 it now holds page {} with salts {:08x} {:08x}, expected {:08x} {:08x}",
+                be(0),
+                be(8),
+                be(12),
+                salts.0,
+                salts.1
             )));
         }
         return Ok(());
