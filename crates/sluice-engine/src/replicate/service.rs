@@ -110,6 +110,7 @@ pub async fn replicate(
         uploaded.clone(),
         stop_rx,
     ));
+    note_synced(&metrics, first.as_ref(), &wake);
     wake.notify_one();
 
     let mut monitor = tokio::time::interval(opts.monitor_interval);
