@@ -325,7 +325,7 @@ fn restore_with_wrong_credentials() -> (Output, String, PathBuf, tempfile::TempD
 #[test]
 fn wrong_s3_credentials_fail_with_403() {
     let (out, bucket, _out_db, out_dir) = restore_with_wrong_credentials();
-    let err = assert_fails_with(&out, &["403", &bucket, "db/"]);
+    let err = assert_fails_with(&out, &["403", &bucket, "LIST db"]);
     assert!(err.contains("InvalidAccessKeyId"), "the server's reason is lost: {err}");
     assert!(!err.contains("wrong-secret"), "the secret key leaked into the message: {err}");
     assert_dir_empty(out_dir.path());

@@ -337,8 +337,8 @@ async fn large_snapshot_streams_correctly_under_faults() {
     }
     let c = faulty.counts();
     eprintln!("synthetic replica ({} byte snapshot): {c:?}", syn.snapshot_size);
-    // 12 restores = 12 snapshot streams + 18 L0 GETs + 120 LISTs without faults.
-    assert!(c.get + c.get_range + c.list > 150, "faults were not injected: {c:?}");
+    // 12 restores = 12 snapshot streams + 18 L0 GETs + 12 LISTs without faults.
+    assert!(c.get + c.get_range + c.list > 42, "faults were not injected: {c:?}");
     // Truncated streams resume with a ranged GET from the last delivered byte.
     assert!(c.get_range > 0, "no streamed body was resumed: {c:?}");
     let left: Vec<String> = entries(tmp.path()).into_iter().filter(|n| !n.ends_with(".db") && n != "replica").collect();

@@ -157,6 +157,38 @@ impl ReplicaClient {
         self.list_level_from(level, TxId(0)).await
     }
 
+    /// Every level's LTX files in one recursive listing (one request for a small replica
+    /// instead of one per level), sorted by (level, min, max).
+    pub async fn list_all_levels(&self) -> Result<Vec<FileInfo>> {
+        let root = match self.kind {
+            StoreKind::S3 => self.prefix.clone(),
+            StoreKind::File | StoreKind::Gcs | StoreKind::Azure => self.prefix.clone().join("ltx"),
+        };
+        let metas = retry(&self.retry, || async {
+            self.store.list(Some(&root)).try_collect::<Vec<_>>().await.map_err(|e| self.err("LIST", &root, e))
+        })
+        .await?;
+        let dirs: Vec<(u8, Path)> =
+            (0..=crate::layout::SNAPSHOT_LEVEL).map(|l| (l, level_dir(self.kind, &self.prefix, l))).collect();
+        let mut files: Vec<FileInfo> = metas
+            .into_iter()
+            .filter_map(|m| {
+                dirs.iter().find_map(|(level, dir)| {
+                    let (min, max) = parse_key(dir, &m.location)?;
+                    Some(FileInfo {
+                        level: *level,
+                        min_txid: min,
+                        max_txid: max,
+                        size: m.size,
+                        created_at: m.last_modified,
+                    })
+                })
+            })
+            .collect();
+        files.sort_by_key(|f| (f.level, f.min_txid, f.max_txid));
+        Ok(files)
+    }
+
     /// Like [`Self::list_level`] but only files with `min_txid >= seek`. Names are fixed-width
     /// hex, so key order is TXID order and S3/GCS can skip the rest server-side.
     pub async fn list_level_from(&self, level: u8, seek: TxId) -> Result<Vec<FileInfo>> {

@@ -26,6 +26,8 @@ use crate::replicate::uploader::{note_pending, upload_pending};
 /// past it, SQLite tries a checkpoint after every commit, which a long-held read lock like
 /// ours makes fruitless and costly for the application.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// Polling interval once the WAL has not changed for a while (40 polls).
+const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Settings of one replicated database (defaults as Litestream's).
 #[derive(Clone, Debug)]
@@ -115,8 +117,9 @@ pub async fn replicate(
 
     let mut monitor = tokio::time::interval(opts.monitor_interval);
     monitor.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut poll = tokio::time::interval(POLL_INTERVAL);
-    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Fast polling only while the WAL is active; an idle database is polled every 100 ms.
+    let mut poll_delay = POLL_INTERVAL;
+    let mut quiet_polls = 0u32;
     let mut last_checkpoint = Instant::now();
     let mut last_wal_stat = None;
     let mut checkpoint_hold = Instant::now();
@@ -138,7 +141,7 @@ pub async fn replicate(
         let mut checkpoint_now = false;
         tokio::select! {
             _ = monitor.tick() => {}
-            _ = poll.tick() => {
+            _ = tokio::time::sleep(poll_delay) => {
                 // Every 5 ms: a stat of the WAL and a 24-byte read of SQLite's WAL index.
                 // Capture once per sync interval when the WAL changed (lag stays within about
                 // one interval, at one capture per upload), and checkpoint as soon as the WAL
@@ -147,6 +150,12 @@ pub async fn replicate(
                 if stat != last_wal_stat {
                     pending = true;
                     last_wal_stat = stat;
+                    (quiet_polls, poll_delay) = (0, POLL_INTERVAL);
+                } else {
+                    quiet_polls = quiet_polls.saturating_add(1);
+                    if quiet_polls > 40 {
+                        poll_delay = IDLE_POLL_INTERVAL;
+                    }
                 }
                 let hint = wal_index_frames(&shm_path, &mut shm_file);
                 // After a full checkpoint the index keeps its count until the next write

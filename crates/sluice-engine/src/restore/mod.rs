@@ -59,6 +59,9 @@ pub struct RestoreSummary {
 /// object's `litestream-timestamp` metadata, as Litestream does.
 pub async fn list_all(client: &ReplicaClient, with_timestamps: bool) -> Result<Vec<FileInfo>> {
     let metadata = with_timestamps && client.kind() == StoreKind::S3;
+    if !metadata {
+        return Ok(client.list_all_levels().await?);
+    }
     let lists = (0..=SNAPSHOT_LEVEL).map(|level| async move {
         if metadata { client.list_level_with_timestamps(level).await } else { client.list_level(level).await }
     });
