@@ -11,34 +11,25 @@
 //! Every randomized test prints `SEED=<n>`; rerun with `SEED=<n> scripts/test -p sluice-cli
 //! --test replicate_crash`. S3 cases use the moto server `scripts/test` starts.
 
+mod common;
+
 use std::fs::File;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sluice_testkit::process::{ChildGuard, output_with_timeout, wait_until};
+use common::{run, sluice, text};
+use sluice_testkit::process::{ChildGuard, wait_until};
 use sluice_testkit::{hash, s3};
 
 const ACCOUNTS: i64 = 20;
 const INITIAL_BALANCE: i64 = 1000;
 const TOTAL: i64 = ACCOUNTS * INITIAL_BALANCE;
-/// Safety net for one CLI command, not a timing assertion.
+/// Safety net for one CLI command, not a timing assertion; used by `common::run`.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn sluice() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    output_with_timeout(cmd, RUN_TIMEOUT)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// splitmix64: a tiny seeded generator (reproducible from the printed seed).
 struct Rng(u64);

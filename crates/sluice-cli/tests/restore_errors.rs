@@ -8,27 +8,23 @@
 //!
 //! Run via `scripts/test -p sluice-cli` (the helpers panic, never skip, without its environment).
 
-use std::net::{TcpListener, TcpStream};
+mod common;
+
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use sluice_testkit::process::{ChildGuard, output_with_timeout, wait_until};
+use common::{free_port, run, sluice};
+use sluice_testkit::process::{ChildGuard, wait_until};
 use sluice_testkit::{fixtures, hash, peer, s3};
 
-/// Generous upper bound for one CLI run; a safety net against hangs, not a timing assertion.
+/// Generous upper bound for one CLI run; a safety net against hangs, not a timing assertion
+/// (used by `common::run`).
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Latest TXID of the `pitr` fixture.
 const PITR_LATEST: &str = "0000000000000033";
-
-fn sluice() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    output_with_timeout(cmd, RUN_TIMEOUT)
-}
 
 fn restore(args: &[&str], out: &Path, replica: &str) -> Output {
     run(sluice().arg("restore").args(args).arg("-o").arg(out).arg(replica))
@@ -267,10 +263,6 @@ fn timestamp_before_first_snapshot_is_refused() {
 
 // ---------------------------------------------------------------------------------------------
 // S3 failures
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// A second moto server with IAM auth enforced from the first request
 /// (`INITIAL_NO_AUTH_ACTION_COUNT=0`): unknown access keys get 403 InvalidAccessKeyId.

@@ -18,64 +18,23 @@
 //! Randomized payloads: the seed is printed (`SEED=`) and can be replayed with `SEED=<n>`.
 //! Run via `scripts/test -p sluice-cli`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use common::{Rng, ok, run, sluice, text};
 use rusqlite::{Connection, params};
-use sluice_testkit::process::{ChildGuard, output_with_timeout, wait_until};
+use sluice_testkit::process::{ChildGuard, wait_until};
 use sluice_testkit::{fixtures, hash, peer, s3};
 
-/// Safety net for one CLI run (not a timing assertion).
+/// Safety net for one CLI run (not a timing assertion); used by `common::run`.
 const RUN_TIMEOUT: Duration = Duration::from_secs(180);
 /// How long a step may take to show up in the replica before the test gives up.
 const REPLICATION_DEADLINE: Duration = Duration::from_secs(90);
-
-fn sluice() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    output_with_timeout(cmd, RUN_TIMEOUT)
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-#[track_caller]
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({:?})\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// A small deterministic generator for payloads (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| (self.next() >> 24) as u8).collect()
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// One row of a replica listing.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -210,7 +169,7 @@ impl Workload {
             config,
             log: dir.join("litestream.log"),
             app,
-            rng: Rng(seed | 1),
+            rng: Rng::new(seed),
             steps: Vec::new(),
         };
         w.insert_items(100);
