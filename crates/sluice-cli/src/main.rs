@@ -45,7 +45,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse_from(args::normalize(std::env::args()));
     logging::init(cli.log_level.as_deref());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Few blocking threads: each one that allocates gets its own malloc arena, which glibc
+    // rarely returns; a handful is plenty for encoding, merging and file I/O.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().max_blocking_threads(4).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

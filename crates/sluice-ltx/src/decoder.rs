@@ -29,7 +29,13 @@ pub struct Decoder<R: Read> {
 impl<R: Read> Decoder<R> {
     /// Reads and validates the header.
     pub fn new(r: R) -> Result<Self> {
-        let mut r = BufReader::with_capacity(64 << 10, r);
+        Self::with_buffer(r, 64 << 10)
+    }
+
+    /// Like [`Decoder::new`] with a read buffer of `capacity` bytes (merges of many local
+    /// files use small buffers to keep memory low).
+    pub fn with_buffer(r: R, capacity: usize) -> Result<Self> {
+        let mut r = BufReader::with_capacity(capacity, r);
         let mut head = [0u8; HEADER_SIZE];
         let n = read_full(&mut r, &mut head)?;
         let header = Header::from_bytes(&head[..n])?;
