@@ -151,7 +151,11 @@ async fn corrupt_reads_fail_naming_the_file_and_leave_nothing() {
                     matches!(err, Error::Ltx { .. } | Error::FileMismatch { .. } | Error::ChecksumChain { .. }),
                     "{name} {target:?}: unexpected error kind: {err:?}"
                 );
-                assert!(msg.contains(&first), "{name} {target:?}: error does not name {first}: {msg}");
+                // Usually the first file; a later one if the first file's flip was harmless.
+                assert!(
+                    plan.iter().any(|f| msg.contains(&file_label(f))),
+                    "{name} {target:?}: error names no file of the plan (first {first}): {msg}"
+                );
                 assert!(faulty.counts().get >= 1, "no GET went through the faulty store");
                 assert_eq!(entries(&outs), Vec::<String>::new(), "{name} {target:?}: left files behind");
                 checked += 1;
@@ -194,11 +198,18 @@ async fn truncated_bodies_are_refetched() {
         let (client, faulty) = faulty_client!(&replica, seed);
         faulty.set_config(FaultConfig { truncate_reads_rate: 0.3, ..FaultConfig::default() });
         let mut plan_files = 0;
-        for (j, (target, want)) in fixture_targets(name, 4).into_iter().enumerate() {
+        // "basic" fetches only ~11 files per round: keep restoring (bounded) until some body was
+        // truncated, so the check below never depends on luck.
+        let targets = fixture_targets(name, 4);
+        for (j, (target, want)) in targets.iter().cycle().take(targets.len() * 20).enumerate() {
             let out = tmp.path().join(format!("out-{j}.db"));
-            let s = restore::restore(&client, &out, &opts(target)).await.unwrap();
-            assert_eq!(file_sha256(&out), want, "{name} {target:?} with truncated bodies");
+            let s = restore::restore(&client, &out, &opts(*target)).await.unwrap();
+            assert_eq!(&file_sha256(&out), want, "{name} {target:?} with truncated bodies");
             plan_files += s.plan.len() as u64;
+            let c = faulty.counts();
+            if j + 1 >= targets.len() && c.get + c.get_range > plan_files {
+                break;
+            }
         }
         let c = faulty.counts();
         // Each truncated body costs one more GET than the plan has files.
