@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //! - [`wal`]: reading SQLite's WAL (checksums, committed transactions).
-//! - [`shipper`]: the synchronous core (read locks, local L0 files, checkpoints, images).
+//! - [`shipper`]: the synchronous core (read locks, local L0 files, checkpoints, images);
+//!   `conn`: its SQLite connection helpers.
 //! - [`actor`]: the shipper on its own thread, driven by async commands.
 //! - [`local`]: the meta directory of local L0 files.
 //! - [`uploader`], [`compaction`]: shipping files, the level ladder, snapshots, retention.
@@ -12,6 +13,7 @@
 
 pub mod actor;
 pub mod compaction;
+mod conn;
 pub mod index;
 pub mod lease;
 pub mod local;

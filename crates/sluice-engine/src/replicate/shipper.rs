@@ -18,8 +18,12 @@ use rusqlite::Connection;
 use sluice_ltx::{Header, TxId, lock_pgno};
 
 use crate::error::{Error, Result};
+use crate::replicate::conn::{eager_busy, open_conn, sqlite_err};
 use crate::replicate::local::MetaDir;
 use crate::replicate::wal::{self, FRAME_HEADER_SIZE, WAL_HEADER_SIZE, WalHeader};
+
+// Checkpoints and the write barrier, in their own file.
+mod checkpoint;
 
 /// Where replication stands in the WAL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,54 +97,6 @@ pub struct Shipper {
     /// Set after the first sync of this process: from then on every WAL restart happened
     /// after we read the whole old WAL (see the module comment), so it needs no snapshot.
     running: bool,
-}
-
-fn open_conn(path: &Path, busy: Duration) -> Result<Connection> {
-    let c = Connection::open(path).map_err(|e| sqlite_err("open", path, e))?;
-    c.busy_timeout(busy).map_err(|e| sqlite_err("set busy timeout on", path, e))?;
-    c.execute_batch("PRAGMA wal_autocheckpoint=0;").map_err(|e| sqlite_err("configure", path, e))?;
-    // Closing our last connection must not checkpoint and delete the WAL (Litestream sets
-    // PERSIST_WAL for the same reason): the next start resumes from it instead of uploading
-    // a full image.
-    c.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
-        .map_err(|e| sqlite_err("configure", path, e))?;
-    Ok(c)
-}
-
-/// A PASSIVE checkpoint; (busy, WAL frames, frames copied). PASSIVE never waits: when the
-/// application's own auto-checkpoint holds the checkpoint lock (frames = -1), it is tried
-/// again briefly, since that checkpoint finishes within milliseconds.
-fn passive(c: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
-    let deadline = std::time::Instant::now() + Duration::from_millis(250);
-    loop {
-        let r = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
-        match r {
-            Ok((_, -1, _)) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_micros(100)),
-            other => return other,
-        }
-    }
-}
-
-/// A busy handler that retries every ~50 µs instead of SQLite's 1, 2, 5, 10… ms back-off.
-/// An application committing in a tight loop frees the write lock only for microseconds
-/// between transactions; with the default back-off the barrier would almost never get in,
-/// checkpoints would be skipped and the WAL would grow without bound.
-fn eager_busy(timeout: Duration) -> impl FnMut(i32) -> bool + Send + 'static {
-    let mut started = std::time::Instant::now();
-    move |count| {
-        if count == 0 {
-            started = std::time::Instant::now();
-        }
-        if started.elapsed() >= timeout {
-            return false;
-        }
-        std::thread::sleep(Duration::from_micros(50));
-        true
-    }
-}
-
-fn sqlite_err(op: &'static str, path: &Path, e: rusqlite::Error) -> Error {
-    Error::io(op, path, std::io::Error::other(e))
 }
 
 impl Shipper {
@@ -461,92 +417,6 @@ impl Shipper {
     /// Bytes of WAL past the header that replication has captured.
     pub fn wal_frames(&self) -> u64 {
         self.pos.map_or(0, |p| p.end.saturating_sub(WAL_HEADER_SIZE) / (FRAME_HEADER_SIZE + u64::from(self.page_size)))
-    }
-
-    /// Syncs under a brief write barrier so that our read lock pins exactly the synced state
-    /// (nothing can commit between the sync and the handoff). `false` if the barrier was busy.
-    pub fn pin(&mut self) -> Result<bool> {
-        if !self.take_barrier()? {
-            return Ok(false);
-        }
-        let res = self.sync_all();
-        let _ = self.barrier.execute_batch("ROLLBACK");
-        res.map(|_| true)
-    }
-
-    fn take_barrier(&mut self) -> Result<bool> {
-        match self.barrier.execute_batch("BEGIN IMMEDIATE") {
-            Ok(()) => Ok(true),
-            Err(e) => match e.sqlite_error_code() {
-                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => Ok(false),
-                _ => Err(sqlite_err("take write barrier on", &self.db_path, e)),
-            },
-        }
-    }
-
-    /// Syncs under a write barrier, then checkpoints the whole WAL; nothing can commit in
-    /// between, so the WAL restart that follows discards only frames already captured.
-    pub fn checkpoint(&mut self, truncate: bool) -> Result<(Checkpoint, Option<Synced>)> {
-        // First, without the barrier: capture the backlog, then copy into the database file
-        // what our (just advanced) read lock allows. The application keeps writing meanwhile,
-        // and the barrier below is left with only the last few frames: it blocks the
-        // application for well under a millisecond instead of for a whole capture.
-        let pre = self.sync_all()?;
-        let _ = passive(&self.readers[1 - self.active]);
-        if !self.take_barrier()? {
-            return Ok((Checkpoint::Busy, pre));
-        }
-        let held = std::time::Instant::now();
-        let result = self.checkpoint_under_barrier().map(|(c, s)| (c, s.or(pre)));
-        let _ = self.barrier.execute_batch("ROLLBACK");
-        tracing::debug!(held_us = held.elapsed().as_micros() as u64, "write barrier released");
-        if truncate && matches!(result, Ok((Checkpoint::Done { .. }, _))) {
-            // After the barrier: TRUNCATE needs the write lock. Our reader now sits on read
-            // mark 0 (the WAL is fully copied), which forbids copying any newer frame, so
-            // TRUNCATE either finds nothing new and truncates or gives up busy. Never a loss.
-            let c = &self.readers[1 - self.active];
-            let _ = c.busy_timeout(Duration::ZERO);
-            let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-            let _ = c.busy_timeout(self.opts.busy_timeout);
-        }
-        result
-    }
-
-    fn checkpoint_under_barrier(&mut self) -> Result<(Checkpoint, Option<Synced>)> {
-        let t0 = std::time::Instant::now();
-        let synced = self.sync_all()?;
-        tracing::debug!(
-            sync_us = t0.elapsed().as_micros() as u64,
-            pages = synced.as_ref().map(|s| s.pages),
-            "barrier sync"
-        );
-        let frames = self.wal_frames();
-        // Both our read locks must go, or the checkpoint cannot copy the last frames.
-        self.end_read(self.active);
-        let idle = 1 - self.active;
-        let t1 = std::time::Instant::now();
-        let res = passive(&self.readers[idle]);
-        tracing::debug!(passive_us = t1.elapsed().as_micros() as u64, "barrier passive");
-        if let Err(e) = self.begin_read(self.active) {
-            // No read lock at all now: a restart could pass unseen; the next WAL change must
-            // be treated as unknown (full image) rather than as a clean restart.
-            self.running = false;
-            return Err(e);
-        }
-        let (busy, log, done) = res.map_err(|e| sqlite_err("checkpoint", &self.db_path, e))?;
-        tracing::debug!(busy, log, done, "passive checkpoint under barrier");
-        if log < 0 {
-            // The checkpoint could not run at all (its lock stayed taken).
-            return Ok((Checkpoint::Busy, synced));
-        }
-        if log != done {
-            // Another reader kept part of the WAL from being copied.
-            return Ok((Checkpoint::Partial, synced));
-        }
-        // The database file now holds everything: page reads must no longer point into a WAL
-        // that the next write will restart and overwrite.
-        self.wal_map.clear();
-        Ok((Checkpoint::Done { frames }, synced))
     }
 
     /// Forgets the position so the next sync writes a full image (used after a conflict
