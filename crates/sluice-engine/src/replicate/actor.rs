@@ -15,7 +15,6 @@ enum Cmd {
     Sync(oneshot::Sender<Result<Option<Synced>>>),
     Checkpoint(bool, oneshot::Sender<Result<(Checkpoint, Option<Synced>)>>),
     Snapshot(PathBuf, oneshot::Sender<Result<Option<Header>>>),
-    Reset(TxId, oneshot::Sender<Result<()>>),
     Position(oneshot::Sender<Option<Position>>),
 }
 
@@ -51,7 +50,6 @@ impl ShipperHandle {
                         Cmd::Sync(r) => drop(r.send(s.sync_all())),
                         Cmd::Checkpoint(t, r) => drop(r.send(s.checkpoint(t))),
                         Cmd::Snapshot(p, r) => drop(r.send(write_snapshot(&mut s, &p))),
-                        Cmd::Reset(f, r) => drop(r.send(s.reset(f))),
                         Cmd::Position(r) => drop(r.send(s.position())),
                     }
                 }
@@ -80,11 +78,6 @@ impl ShipperHandle {
     /// Writes a level-9 snapshot of the current position to `path`.
     pub async fn snapshot(&self, path: PathBuf) -> Result<Option<Header>> {
         self.call(|r| Cmd::Snapshot(path, r)).await?
-    }
-
-    /// Drops the local position; the next sync writes a full image at `floor` or later.
-    pub async fn reset(&self, floor: TxId) -> Result<()> {
-        self.call(|r| Cmd::Reset(floor, r)).await?
     }
 
     /// Current position.

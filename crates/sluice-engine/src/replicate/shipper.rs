@@ -414,19 +414,9 @@ impl Shipper {
         Ok(Some(pos))
     }
 
-    /// Bytes of WAL past the header that replication has captured.
+    /// WAL frames of the current generation that replication has captured.
     pub fn wal_frames(&self) -> u64 {
         self.pos.map_or(0, |p| p.end.saturating_sub(WAL_HEADER_SIZE) / (FRAME_HEADER_SIZE + u64::from(self.page_size)))
-    }
-
-    /// Forgets the position so the next sync writes a full image (used after a conflict
-    /// or when the replica lost files).
-    pub fn reset(&mut self, floor: TxId) -> Result<()> {
-        self.meta.clear()?;
-        self.pos = None;
-        self.running = false;
-        self.floor = floor;
-        Ok(())
     }
 }
 
