@@ -164,21 +164,12 @@ impl ReplicaClient {
         completing: &AtomicBool,
     ) -> Result<u64> {
         // Create-only emulation; see the RACE note on `put_file`.
-        match self.store.head(key).await {
-            Ok(meta) => {
-                if completing.load(Ordering::Relaxed) && self.object_matches_file(key, path, meta.size).await? {
-                    tracing::debug!(key = %key, "multipart upload landed on an earlier attempt");
-                    return Ok(meta.size);
-                }
-                return Err(Error::AlreadyExists {
-                    op: "PUT",
-                    key: key.to_string(),
-                    store: self.description.to_string(),
-                    source: None,
-                });
+        if let Some(meta) = self.head_if_exists(key).await? {
+            if completing.load(Ordering::Relaxed) && self.object_matches_file(key, path, meta.size).await? {
+                tracing::debug!(key = %key, "multipart upload landed on an earlier attempt");
+                return Ok(meta.size);
             }
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(self.err("HEAD", key, e)),
+            return Err(self.already_exists(key));
         }
         let mut file = tokio::fs::File::open(path).await.map_err(|e| self.local_err("open", path, e))?;
         let opts = PutMultipartOptions { attributes, ..PutMultipartOptions::default() };

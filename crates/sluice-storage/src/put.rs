@@ -86,18 +86,23 @@ impl ReplicaClient {
     /// RACE: another writer can create the object between our HEAD and PUT, and the later PUT
     /// then wins. Litestream has the same window on such stores; one writer per replica is
     /// the operating assumption either way.
-    async fn put_if_absent_racy(&self, key: &Path, data: Bytes, attributes: Attributes) -> Result<()> {
+    /// The object's metadata, or `None` if it does not exist (create-only emulation).
+    pub(crate) async fn head_if_exists(&self, key: &Path) -> Result<Option<object_store::ObjectMeta>> {
         match self.store.head(key).await {
-            Ok(_) => {
-                return Err(Error::AlreadyExists {
-                    op: "PUT",
-                    key: key.to_string(),
-                    store: self.description.to_string(),
-                    source: None,
-                });
-            }
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(self.err("HEAD", key, e)),
+            Ok(meta) => Ok(Some(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err("HEAD", key, e)),
+        }
+    }
+
+    /// The error of a create-only write that found the name taken.
+    pub(crate) fn already_exists(&self, key: &Path) -> Error {
+        Error::AlreadyExists { op: "PUT", key: key.to_string(), store: self.description.to_string(), source: None }
+    }
+
+    async fn put_if_absent_racy(&self, key: &Path, data: Bytes, attributes: Attributes) -> Result<()> {
+        if self.head_if_exists(key).await?.is_some() {
+            return Err(self.already_exists(key));
         }
         let opts = PutOptions { mode: PutMode::Overwrite, attributes, ..PutOptions::default() };
         self.store
