@@ -235,8 +235,16 @@ impl Workload {
         self.insert_items(3000);
         self.record("insert 3000 rows", &rep);
 
-        self.app.execute("UPDATE items SET score = score * 2, name = name || '-u' WHERE id % 7 = 0", []).unwrap();
-        self.app.execute("INSERT INTO notes(body) VALUES ('updated every 7th item')", []).unwrap();
+        // One transaction per step: Litestream may sync between two autocommits, and the step
+        // would then be recorded at a TXID that holds only half of it.
+        self.app
+            .execute_batch(
+                "BEGIN;
+                 UPDATE items SET score = score * 2, name = name || '-u' WHERE id % 7 = 0;
+                 INSERT INTO notes(body) VALUES ('updated every 7th item');
+                 COMMIT;",
+            )
+            .unwrap();
         self.record("update every 7th row", &rep);
 
         self.app.execute("DELETE FROM items WHERE grp = 3", []).unwrap();
@@ -273,8 +281,14 @@ impl Workload {
         let mut rep = Replicator::start(&self.config, &self.log);
         self.record("offline checkpoint(TRUNCATE) + writes, restart", &rep);
 
-        self.app.execute("UPDATE items SET payload = zeroblob(64) WHERE id % 40 = 0", []).unwrap();
-        self.app.execute("DELETE FROM notes WHERE id = 1", []).unwrap();
+        self.app
+            .execute_batch(
+                "BEGIN;
+                 UPDATE items SET payload = zeroblob(64) WHERE id % 40 = 0;
+                 DELETE FROM notes WHERE id = 1;
+                 COMMIT;",
+            )
+            .unwrap();
         self.record("final update", &rep);
         rep.stop();
 
