@@ -489,3 +489,41 @@ async fn two_writers_on_one_replica_never_fork() {
     let ids: Vec<u64> = got.iter().map(|(id, _)| *id).collect();
     assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>(), "restored ids are not a prefix 1..N");
 }
+
+/// Local captures hold stored (uncompressed) pages to save a compression per capture; the
+/// uploader must compress them: no page of any uploaded file may be stored. Rows of repeated
+/// text compress well, and checkpoints (one every 1000 frames) give captures of every kind:
+/// regular syncs, the read-ahead of checkpoints, and merges of several of them per upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_pages_are_compressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    create_db(&db);
+    let store = memory_store();
+    let client = clean_client(&store);
+    let r = Running::start(&db, client.clone());
+    let writer = Writer::start(&db, "compressible", Duration::ZERO);
+    let enough = wait_for(Duration::from_secs(30), || r.metrics.checkpoints.load(Ordering::Relaxed) >= 3).await;
+    let last = writer.finish();
+    assert!(enough, "fewer than 3 checkpoints in 30 s");
+    r.sync().await.unwrap();
+    r.stop().await.unwrap();
+
+    let mut checked = 0;
+    for level in [0u8, 1, 2, 9] {
+        for f in client.list_level(level).await.unwrap() {
+            let bytes = client.get(level, f.min_txid, f.max_txid).await.unwrap();
+            let mut dec = sluice_ltx::Decoder::new(&bytes[..]).unwrap();
+            let ps = dec.header().page_size as usize;
+            let mut page = vec![0u8; ps];
+            while let Some(pgno) = dec.next_page(&mut page).unwrap() {
+                let block = dec.last_block().expect("Sluice writes LZ4 blocks").len();
+                assert!(block < ps, "L{level} {}-{}: page {pgno} uploaded uncompressed", f.min_txid, f.max_txid);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0, "no pages were uploaded");
+    let restored = restore_latest(&client, dir.path(), "restored.db").await;
+    assert_eq!(rows(&restored).len() as u64, last, "restore lacks committed rows");
+}

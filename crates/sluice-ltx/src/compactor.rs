@@ -12,11 +12,25 @@ use crate::header::{FLAG_NO_CHECKSUM, Header, Trailer};
 pub trait PageSink {
     /// One page, the latest version among the inputs.
     fn page(&mut self, pgno: u32, data: &[u8]) -> Result<()>;
+
+    /// One page with the LZ4 block it was decoded from, if any (sinks that re-encode can copy
+    /// it rather than compress again).
+    fn page_with_block(&mut self, pgno: u32, data: &[u8], block: Option<&[u8]>) -> Result<()> {
+        let _ = block;
+        self.page(pgno, data)
+    }
 }
 
 impl<W: Write> PageSink for Encoder<W> {
     fn page(&mut self, pgno: u32, data: &[u8]) -> Result<()> {
         self.encode_page(pgno, data)
+    }
+
+    fn page_with_block(&mut self, pgno: u32, data: &[u8], block: Option<&[u8]>) -> Result<()> {
+        match block {
+            Some(b) => self.encode_page_block(pgno, data, b),
+            None => self.encode_page(pgno, data),
+        }
     }
 }
 
@@ -62,7 +76,8 @@ pub fn merge_into<R: Read, S: PageSink>(inputs: Vec<Decoder<R>>, sink: &mut S) -
         // The latest input holding this page wins; every input at this pgno advances.
         let winner = heads.iter().rposition(|h| h.pgno == Some(pgno)).expect("BUG: min pgno has an owner");
         if pgno <= out.commit {
-            sink.page(pgno, &heads[winner].buf)?;
+            let w = &heads[winner];
+            sink.page_with_block(pgno, &w.buf, w.dec.last_block())?;
         }
         for h in heads.iter_mut().filter(|h| h.pgno == Some(pgno)) {
             h.advance()?;

@@ -24,6 +24,8 @@ pub struct Decoder<R: Read> {
     trailer: Option<Trailer>,
     lock_pgno: u32,
     max_block: usize,
+    /// The last page came as an LZ4 block, held in `scratch`.
+    block_in_scratch: bool,
 }
 
 impl<R: Read> Decoder<R> {
@@ -53,6 +55,7 @@ impl<R: Read> Decoder<R> {
             trailer: None,
             lock_pgno: lock_pgno(header.page_size),
             max_block,
+            block_in_scratch: false,
         })
     }
 
@@ -66,6 +69,12 @@ impl<R: Read> Decoder<R> {
         self.trailer
     }
 
+    /// The LZ4 block the last page returned by [`Decoder::next_page`] was decoded from (`None`
+    /// for the legacy frame encoding). Merges copy it instead of compressing the page again.
+    pub fn last_block(&self) -> Option<&[u8]> {
+        self.block_in_scratch.then_some(self.scratch.as_slice())
+    }
+
     /// Decodes the next page into `buf` (exactly one page long) and returns its number, or
     /// `None` after the last page once the index and trailer verified.
     pub fn next_page(&mut self, buf: &mut [u8]) -> Result<Option<u32>> {
@@ -76,6 +85,7 @@ impl<R: Read> Decoder<R> {
             return Err(Error::PageSizeMismatch { expected: self.header.page_size, actual: buf.len() });
         }
         let start = self.offset;
+        self.block_in_scratch = false;
         let mut ph = [0u8; PAGE_HEADER_SIZE];
         self.read_exact(&mut ph, Section::Page)?;
         let pgno = u32::from_be_bytes([ph[0], ph[1], ph[2], ph[3]]);
@@ -145,6 +155,7 @@ impl<R: Read> Decoder<R> {
             Err(e) => Err(self.corrupt(pgno, start, &format!("LZ4 block: {e}"))),
         });
         self.scratch = scratch;
+        self.block_in_scratch = res.is_ok();
         res
     }
 

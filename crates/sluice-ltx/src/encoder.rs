@@ -69,9 +69,43 @@ impl<W: Write> Encoder<W> {
         self.index.len()
     }
 
-    /// Appends a page. Pages must come in increasing pgno order; a snapshot must hold
-    /// exactly pages 1..=commit without the lock page.
+    /// Appends a page, LZ4-compressed. Pages must come in increasing pgno order; a snapshot
+    /// must hold exactly pages 1..=commit without the lock page.
     pub fn encode_page(&mut self, pgno: u32, data: &[u8]) -> Result<()> {
+        self.check_page(pgno, data)?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        // A stored block may have left it shorter than the bound.
+        scratch.resize(lz4_flex::block::get_maximum_output_size(data.len()), 0);
+        let res = lz4_flex::block::compress_into(data, &mut scratch).map_err(|e| Error::Io(std::io::Error::other(e)));
+        let res = res.and_then(|csize| self.write_frame(pgno, data, &scratch[..csize]));
+        self.scratch = scratch;
+        res
+    }
+
+    /// Appends a page as a stored LZ4 block (one literal run, no compression): valid LTX that
+    /// costs a copy instead of a compression. For short-lived local files whose pages are
+    /// compressed once, later, by [`Encoder::encode_page_block`] in a merge.
+    pub fn encode_page_stored(&mut self, pgno: u32, data: &[u8]) -> Result<()> {
+        self.check_page(pgno, data)?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        stored_block(data, &mut scratch);
+        let res = self.write_frame(pgno, data, &scratch);
+        self.scratch = scratch;
+        res
+    }
+
+    /// Appends a page whose LZ4 block is already known to decompress to `data` (a merge
+    /// copies the winning frame instead of compressing it again). A block not smaller than
+    /// the page — stored, or incompressible — is compressed afresh.
+    pub fn encode_page_block(&mut self, pgno: u32, data: &[u8], block: &[u8]) -> Result<()> {
+        if block.len() >= data.len() {
+            return self.encode_page(pgno, data);
+        }
+        self.check_page(pgno, data)?;
+        self.write_frame(pgno, data, block)
+    }
+
+    fn check_page(&self, pgno: u32, data: &[u8]) -> Result<()> {
         if data.len() != self.header.page_size as usize {
             return Err(Error::PageSizeMismatch { expected: self.header.page_size, actual: data.len() });
         }
@@ -90,17 +124,20 @@ impl<W: Write> Encoder<W> {
                 return Err(Error::MissingPage { pgno: expected, commit: self.header.commit });
             }
         }
-        let csize =
-            lz4_flex::block::compress_into(data, &mut self.scratch).map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        Ok(())
+    }
+
+    /// Writes one frame; the file checksum covers the uncompressed page, as in Go's encoder.
+    fn write_frame(&mut self, pgno: u32, data: &[u8], block: &[u8]) -> Result<()> {
         let mut head = [0u8; PAGE_HEADER_SIZE + 4];
         head[..4].copy_from_slice(&pgno.to_be_bytes());
         head[4..6].copy_from_slice(&PAGE_FLAG_SIZE.to_be_bytes());
-        head[6..10].copy_from_slice(&(csize as u32).to_be_bytes());
+        head[6..10].copy_from_slice(&(block.len() as u32).to_be_bytes());
         self.w.write_all(&head)?;
-        self.w.write_all(&self.scratch[..csize])?;
+        self.w.write_all(block)?;
         self.crc.update(&head);
         self.crc.update(data);
-        let size = (head.len() + csize) as u64;
+        let size = (head.len() + block.len()) as u64;
         self.index.push(PageIndexEntry { pgno, offset: self.written, size });
         self.written += size;
         self.prev_pgno = pgno;
@@ -151,4 +188,23 @@ impl<W: Write> Encoder<W> {
         self.w.flush()?;
         Ok((self.w, Trailer { post_apply_checksum, file_checksum }))
     }
+}
+
+/// An LZ4 block holding `data` as a single literal run (the block format's last sequence:
+/// a token, the length in 255-steps, the bytes).
+fn stored_block(data: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    let n = data.len();
+    if n < 15 {
+        out.push((n as u8) << 4);
+    } else {
+        out.push(0xF0);
+        let mut rest = n - 15;
+        while rest >= 255 {
+            out.push(255);
+            rest -= 255;
+        }
+        out.push(rest as u8);
+    }
+    out.extend_from_slice(data);
 }

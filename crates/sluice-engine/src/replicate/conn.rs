@@ -25,11 +25,18 @@ pub(crate) fn open_conn(path: &Path, busy: Duration) -> Result<Connection> {
 /// again briefly, since that checkpoint finishes within milliseconds.
 pub(crate) fn passive(c: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
     let deadline = std::time::Instant::now() + Duration::from_millis(250);
+    let mut retries = 0u32;
     loop {
         let r = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
         match r {
-            Ok((_, -1, _)) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_micros(100)),
-            other => return other,
+            Ok((_, -1, _)) if std::time::Instant::now() < deadline => {
+                retries += 1;
+                std::thread::sleep(Duration::from_micros(100))
+            }
+            other => {
+                tracing::debug!(retries, "passive");
+                return other;
+            }
         }
     }
 }

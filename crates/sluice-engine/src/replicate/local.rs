@@ -99,10 +99,13 @@ impl MetaDir {
     }
 
     /// Writes an L0 file atomically: encode to `.tmp`, fsync, rename, fsync the directory.
-    /// `pages` yields (pgno, data) in ascending order.
+    /// `pages` yields (pgno, data) in ascending order. `stored` writes pages uncompressed
+    /// (a copy instead of a compression): the uploader compresses each page version once,
+    /// when it merges a sync interval's captures into one upload.
     pub fn write_l0(
         &self,
         header: Header,
+        stored: bool,
         mut pages: impl FnMut(&mut dyn FnMut(u32, &[u8]) -> Result<()>) -> Result<()>,
     ) -> Result<PathBuf> {
         let path = self.l0_path(header.min_txid, header.max_txid);
@@ -110,7 +113,9 @@ impl MetaDir {
         let file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
         let ltx_err = |source| Error::Ltx { file: tmp.display().to_string(), source };
         let mut enc = Encoder::new(BufWriter::with_capacity(256 << 10, file), header).map_err(ltx_err)?;
-        pages(&mut |pgno, data| enc.encode_page(pgno, data).map_err(ltx_err))?;
+        pages(&mut |pgno, data| {
+            if stored { enc.encode_page_stored(pgno, data) } else { enc.encode_page(pgno, data) }.map_err(ltx_err)
+        })?;
         let (w, _) = enc.finish(0).map_err(ltx_err)?;
         let file = w.into_inner().map_err(|e| Error::io("write", &tmp, e.into_error()))?;
         file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;

@@ -18,16 +18,12 @@ use crate::replicate::index::{ReplicaIndex, SharedIndex, lock};
 use crate::replicate::lease::Lease;
 use crate::replicate::local::MetaDir;
 use crate::replicate::metrics::DbMetrics;
+use crate::replicate::poll::{self, WalWatch};
 use crate::replicate::shipper::{Checkpoint, ShipperOptions};
 use crate::replicate::uploader::{note_pending, upload_pending};
 
-/// How often the WAL index header is read (one 24-byte pread) and the WAL stat'ed. Short, so
-/// a checkpoint can start before the WAL reaches the application's auto-checkpoint size:
-/// past it, SQLite tries a checkpoint after every commit, which a long-held read lock like
-/// ours makes fruitless and costly for the application.
-const POLL_INTERVAL: Duration = Duration::from_millis(5);
-/// Polling interval once the WAL has not changed for a while (40 polls).
-const IDLE_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Wait before retrying a checkpoint that another reader kept from completing.
+const FIRST_PARTIAL_BACKOFF: Duration = Duration::from_millis(20);
 
 /// Settings of one replicated database (defaults as Litestream's).
 #[derive(Clone, Debug)]
@@ -117,24 +113,18 @@ pub async fn replicate(
 
     let mut monitor = tokio::time::interval(opts.monitor_interval);
     monitor.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // Fast polling only while the WAL is active; an idle database is polled every 100 ms.
-    let mut poll_delay = POLL_INTERVAL;
-    let mut quiet_polls = 0u32;
+    let mut watch = WalWatch::new(&opts.db_path);
+    let mut poll_delay = poll::MIN_POLL;
     let mut last_checkpoint = Instant::now();
-    let mut last_wal_stat = None;
     let mut checkpoint_hold = Instant::now();
+    let mut partial_backoff = FIRST_PARTIAL_BACKOFF;
+    // How long a checkpoint takes (smoothed): the WAL keeps growing meanwhile.
+    let mut checkpoint_time = Duration::from_millis(5);
     let mut requests_open = true;
     // Something was captured since the last checkpoint (time-based checkpoints need it).
     let mut dirty = false;
-    let sidecar = |suffix: &str| {
-        let mut p = opts.db_path.as_os_str().to_owned();
-        p.push(suffix);
-        PathBuf::from(p)
-    };
-    let (wal_path, shm_path) = (sidecar("-wal"), sidecar("-shm"));
     // The WAL changed since the last capture.
     let mut pending = false;
-    let mut shm_file = None;
     let (mut observed, mut checkpointed_at) = (None, None);
     let mut last_capture = Instant::now() - opts.sync_interval;
     let result: Result<()> = loop {
@@ -142,29 +132,30 @@ pub async fn replicate(
         tokio::select! {
             _ = monitor.tick() => {}
             _ = tokio::time::sleep(poll_delay) => {
-                // Every 5 ms: a stat of the WAL and a 24-byte read of SQLite's WAL index.
                 // Capture once per sync interval when the WAL changed (lag stays within about
                 // one interval, at one capture per upload), and checkpoint as soon as the WAL
                 // holds more frames than the threshold, which keeps it bounded under any load.
-                let stat = std::fs::metadata(&wal_path).ok().map(|m| (m.len(), m.modified().ok()));
-                if stat != last_wal_stat {
-                    pending = true;
-                    last_wal_stat = stat;
-                    (quiet_polls, poll_delay) = (0, POLL_INTERVAL);
-                } else {
-                    quiet_polls = quiet_polls.saturating_add(1);
-                    if quiet_polls > 40 {
-                        poll_delay = IDLE_POLL_INTERVAL;
-                    }
-                }
-                let hint = wal_index_frames(&shm_path, &mut shm_file);
+                let since = watch.last_poll().elapsed();
+                let seen = watch.observe();
+                pending |= seen.changed;
+                poll_delay = watch.next_delay(seen, since, opts.checkpoint_pages, poll_delay);
                 // After a full checkpoint the index keeps its count until the next write
                 // restarts the WAL: do not checkpoint the same WAL again.
-                checkpoint_now = hint.is_some_and(|f| f >= opts.checkpoint_pages)
-                    && hint != checkpointed_at
+                // Start early enough that the WAL is restarted *before* it reaches the
+                // threshold at the current write rate (the application's own auto-checkpoint
+                // typically fires at the same 1000 pages and would then run after every commit).
+                let lead = (poll_delay + checkpoint_time).as_secs_f64() * watch.rate();
+                checkpoint_now = seen.frames.is_some_and(|f| f as f64 + lead >= opts.checkpoint_pages as f64)
+                    && seen.frames != checkpointed_at
                     && Instant::now() >= checkpoint_hold;
-                observed = hint;
-                if !(checkpoint_now || pending && last_capture.elapsed() >= opts.sync_interval) {
+                observed = seen.frames;
+                let capture_due = last_capture + opts.sync_interval;
+                if !(checkpoint_now || pending && Instant::now() >= capture_due) {
+                    if pending {
+                        // Wake up when the capture is due, not up to a poll later.
+                        let until_due = capture_due.saturating_duration_since(Instant::now());
+                        poll_delay = poll_delay.min(until_due.max(Duration::from_millis(1)));
+                    }
                     continue;
                 }
             }
@@ -218,20 +209,25 @@ pub async fn replicate(
             && frames > 0;
         if checkpoint_now || (((dirty && frames >= opts.checkpoint_pages) || due) && Instant::now() >= checkpoint_hold)
         {
+            let started = Instant::now();
             let outcome = shipper.checkpoint(frames >= opts.hard_limit_pages).await;
+            checkpoint_time = (checkpoint_time * 3 + started.elapsed()) / 4;
             tracing::debug!(outcome = ?outcome.as_ref().map(|(c, _)| *c), "checkpoint");
             match outcome {
                 Ok((Checkpoint::Done { .. }, synced)) => {
                     last_checkpoint = Instant::now();
+                    partial_backoff = FIRST_PARTIAL_BACKOFF;
                     (dirty, pending, last_capture) = (false, false, Instant::now());
                     checkpointed_at = observed;
                     metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
                     note_synced(&metrics, synced.as_ref(), &wake);
                 }
                 Ok((Checkpoint::Partial, synced)) => {
-                    // A reader of the application pins the WAL: retrying at once would only
-                    // take the write barrier again and again.
-                    checkpoint_hold = Instant::now() + opts.monitor_interval.max(Duration::from_secs(1));
+                    // A reader pins part of the WAL: retrying at once would only take the write
+                    // barrier again and again. Usually a passing race, so retry soon; a reader
+                    // that stays (a long query of the application) backs us off to a second.
+                    checkpoint_hold = Instant::now() + partial_backoff;
+                    partial_backoff = (partial_backoff * 2).min(opts.monitor_interval.max(Duration::from_secs(1)));
                     metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
                     note_synced(&metrics, synced.as_ref(), &wake);
                 }
@@ -277,26 +273,6 @@ pub async fn replicate(
         (Err(e), _) | (Ok(()), Some(e)) => Err(e),
         (Ok(()), None) => Ok(()),
     }
-}
-
-/// Frames in the WAL according to SQLite's WAL index (`-shm`): `mxFrame` of its header. Only
-/// a trigger: the WAL itself, read with its checksums, stays the source of truth.
-///
-/// The file stays open for the daemon's lifetime. Closing *any* descriptor of a file drops
-/// all of this process's POSIX locks on it, and SQLite's read locks are POSIX locks on the
-/// `-shm` file: opening and closing it here would silently release our read lock and let the
-/// application restart the WAL over frames not yet captured.
-fn wal_index_frames(shm: &std::path::Path, file: &mut Option<std::fs::File>) -> Option<u64> {
-    use std::os::unix::fs::FileExt;
-    if file.is_none() {
-        *file = std::fs::File::open(shm).ok();
-    }
-    let mut h = [0u8; 24];
-    file.as_ref()?.read_exact_at(&mut h, 0).ok()?;
-    // The header is in the machine's native byte order; iVersion is 3007000.
-    #[allow(clippy::host_endian_bytes)]
-    let native = |i: usize| u32::from_ne_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
-    (native(0) == 3_007_000).then(|| u64::from(native(16)))
 }
 
 fn task_end(name: &str, r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Error {

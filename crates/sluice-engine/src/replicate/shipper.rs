@@ -8,7 +8,7 @@
 //! overwritten after we have read them. Full checkpoints happen under a brief write barrier,
 //! after reading every frame, so the restart that follows discards nothing unread.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -97,6 +97,25 @@ pub struct Shipper {
     /// Set after the first sync of this process: from then on every WAL restart happened
     /// after we read the whole old WAL (see the module comment), so it needs no snapshot.
     running: bool,
+    /// Frames read but not yet written to a local file (see [`Deferred`]).
+    deferred: Option<Deferred>,
+}
+
+/// Pages changed by frames that were read ahead during a checkpoint but not yet written to a
+/// local file: the pre-checkpoint reads and the one under the write barrier all end up in
+/// one file, written after the barrier, instead of three files and fsyncs per checkpoint.
+///
+/// Writing it later is exact: the pages are read as of the position once the last frames
+/// are read, from WAL frames (kept by our read lock) or the database file. Once a checkpoint
+/// completed, our read lock sits on read mark 0, which bars every checkpoint from changing
+/// the database file, so it holds exactly the position's pages until we move on.
+struct Deferred {
+    /// WAL offset and salts where the span starts.
+    start: u64,
+    salts: (u32, u32),
+    /// Database size before the span (pages it grew by are included).
+    prev_commit: u32,
+    pgnos: HashSet<u32>,
 }
 
 impl Shipper {
@@ -139,6 +158,7 @@ impl Shipper {
             wal_salts: (0, 0),
             floor: TxId(remote_max.0 + 1),
             running: false,
+            deferred: None,
         };
         s.begin_read(0)?;
         s.recover_position(remote_max)?;
@@ -236,6 +256,19 @@ impl Shipper {
             None => None,
         };
         tracing::debug!(header = ?hdr.map(|h| (h.salt1, h.salt2)), pos = ?self.pos, running = self.running, "sync");
+        if let Some(d) = &self.deferred
+            && hdr.is_none_or(|h| (h.salt1, h.salt2) != d.salts)
+        {
+            // Frames were read ahead in a generation that has since restarted. A restart needs
+            // every reader off the WAL, so our read lock is on mark 0: the WAL was fully copied
+            // when we took it (up to our position, see `Deferred`) and no checkpoint can touch
+            // the database file while we hold it. The pages come from there.
+            self.wal_map.clear();
+            if let Err(e) = self.materialize(None) {
+                tracing::warn!(error = %e, "could not write read-ahead frames; starting a new snapshot");
+                self.forget_position();
+            }
+        }
         let res = match (hdr, self.pos) {
             (None, Some(_)) => None,
             (None, None) => Some(self.write_full(None, None)?),
@@ -262,6 +295,17 @@ impl Shipper {
         };
         self.running = true;
         Ok(res)
+    }
+
+    /// Drops the position (and frames read ahead): the next sync writes a full image, under
+    /// a new TXID.
+    pub(crate) fn forget_position(&mut self) {
+        if let Some(p) = self.pos.take() {
+            self.floor = TxId(p.txid.0 + 1).max(self.floor);
+        }
+        self.deferred = None;
+        self.wal_map.clear();
+        self.running = false;
     }
 
     /// The database file must still be the one we opened (not replaced by a rename).
@@ -305,6 +349,14 @@ impl Shipper {
 
     fn write_incremental(&mut self, f: &File, h: &WalHeader, start: u64, seed: (u32, u32)) -> Result<Option<Synced>> {
         let max = (self.opts.max_sync_wal_bytes > 0).then_some(self.opts.max_sync_wal_bytes);
+        let limited = self.read_frames(f, h, start, seed, max)?;
+        let synced = self.materialize(Some(f))?;
+        Ok(synced.map(|s| Synced { more: limited, ..s }))
+    }
+
+    /// Reads committed frames from `start` into the deferred set and moves the position past
+    /// them (its TXID moves when they are written). Returns whether the byte limit stopped it.
+    fn read_frames(&mut self, f: &File, h: &WalHeader, start: u64, seed: (u32, u32), max: Option<u64>) -> Result<bool> {
         let scan = wal::scan(f, h, start, seed, max).map_err(|e| Error::io("read", &self.wal_path, e))?;
         if scan.frames == 0 {
             if start == WAL_HEADER_SIZE
@@ -313,24 +365,8 @@ impl Shipper {
                 // New generation with no frames yet: remember its salts.
                 *p = Position { end: start, salts: (h.salt1, h.salt2), checksum: seed, ..*p };
             }
-            return Ok(None);
+            return Ok(false);
         }
-        let prev_commit = self.pos.map_or(0, |p| p.commit);
-        let commit = scan.commit;
-        let mut pgnos: Vec<u32> = scan.pages.keys().copied().collect();
-        // Pages the database grew by that this scan did not carry come from older frames of
-        // this generation or the database file (Litestream's "walgrowth" read).
-        for p in prev_commit + 1..=commit {
-            if !scan.pages.contains_key(&p) && p != lock_pgno(self.page_size) {
-                pgnos.push(p);
-            }
-        }
-        pgnos.sort_unstable();
-        let txid = self.next_txid();
-        let mut header = Header::new(self.page_size, commit, txid, txid, now_ms());
-        header.wal_offset = start as i64;
-        header.wal_size = (scan.end - start) as i64;
-        (header.wal_salt1, header.wal_salt2) = (h.salt1, h.salt2);
         if self.wal_salts != (h.salt1, h.salt2) {
             self.wal_map.clear();
             self.wal_salts = (h.salt1, h.salt2);
@@ -338,11 +374,69 @@ impl Shipper {
         for (p, o) in &scan.pages {
             self.wal_map.insert(*p, *o);
         }
-        self.wal_map.retain(|p, _| *p <= commit);
-        let count = pgnos.len();
-        self.emit(header, &pgnos, Some(f))?;
-        self.pos = Some(Position { txid, end: scan.end, salts: (h.salt1, h.salt2), checksum: scan.checksum, commit });
-        Ok(Some(Synced { header, pages: count, full: false, more: scan.limited }))
+        self.wal_map.retain(|p, _| *p <= scan.commit);
+        let prev_commit = self.pos.map_or(0, |p| p.commit);
+        let d = self.deferred.get_or_insert_with(|| Deferred {
+            start,
+            salts: (h.salt1, h.salt2),
+            prev_commit,
+            pgnos: HashSet::new(),
+        });
+        d.pgnos.extend(scan.pages.keys().copied());
+        let txid = self.pos.map_or(TxId(0), |p| p.txid);
+        self.pos = Some(Position {
+            txid,
+            end: scan.end,
+            salts: (h.salt1, h.salt2),
+            checksum: scan.checksum,
+            commit: scan.commit,
+        });
+        Ok(scan.limited)
+    }
+
+    /// Writes the deferred pages, as of the position, into one local L0 file.
+    fn materialize(&mut self, wal: Option<&File>) -> Result<Option<Synced>> {
+        let (Some(d), Some(pos)) = (self.deferred.as_ref(), self.pos) else { return Ok(None) };
+        let commit = pos.commit;
+        let mut pgnos: Vec<u32> = d.pgnos.iter().copied().filter(|p| *p <= commit).collect();
+        // Pages the database grew by that no frame of the span carried come from older frames
+        // of this generation or the database file (Litestream's "walgrowth" read).
+        for p in d.prev_commit + 1..=commit {
+            if !d.pgnos.contains(&p) && p != lock_pgno(self.page_size) {
+                pgnos.push(p);
+            }
+        }
+        pgnos.sort_unstable();
+        let txid = self.next_txid();
+        let mut header = Header::new(self.page_size, commit, txid, txid, now_ms());
+        header.wal_offset = d.start as i64;
+        header.wal_size = (pos.end - d.start) as i64;
+        (header.wal_salt1, header.wal_salt2) = d.salts;
+        self.emit(header, &pgnos, wal, true)?;
+        self.deferred = None;
+        self.pos = Some(Position { txid, ..pos });
+        Ok(Some(Synced { header, pages: pgnos.len(), full: false, more: false }))
+    }
+
+    /// Reads every committed frame into the deferred set without writing a file (the plain
+    /// case: same WAL generation, known position); anything else takes a full [`sync_all`].
+    /// `handoff` then moves the read lock to the end read.
+    ///
+    /// [`sync_all`]: Shipper::sync_all
+    fn read_ahead(&mut self, handoff: bool) -> Result<Option<Synced>> {
+        let Some(pos) = self.pos.filter(|_| self.running) else { return self.sync_all() };
+        let Ok(f) = File::open(&self.wal_path) else { return self.sync_all() };
+        match wal::read_header(&f).map_err(|e| Error::io("read", &self.wal_path, e))? {
+            Some(h) if (h.salt1, h.salt2) == pos.salts && pos.end >= WAL_HEADER_SIZE => {
+                self.check_same_file()?;
+                self.read_frames(&f, &h, pos.end, pos.checksum, None)?;
+                if handoff {
+                    self.handoff()?;
+                }
+                Ok(None)
+            }
+            _ => self.sync_all(),
+        }
     }
 
     /// Writes every page 1..commit as of the end of `scan` (or of the database file alone).
@@ -360,6 +454,8 @@ impl Shipper {
         } else {
             self.wal_map.clear();
         }
+        // A full image supersedes frames read ahead.
+        self.deferred = None;
         let txid = self.next_txid();
         let mut header = Header::new(self.page_size, commit.max(1), txid, txid, now_ms());
         let lock = lock_pgno(self.page_size);
@@ -368,10 +464,10 @@ impl Shipper {
             header.wal_offset = WAL_HEADER_SIZE as i64;
             header.wal_size = (s.end - WAL_HEADER_SIZE) as i64;
             (header.wal_salt1, header.wal_salt2) = (h.salt1, h.salt2);
-            self.emit(header, &pgnos, Some(f))?;
+            self.emit(header, &pgnos, Some(f), false)?;
             self.pos = Some(Position { txid, end: s.end, salts: (h.salt1, h.salt2), checksum: s.checksum, commit });
         } else {
-            self.emit(header, &pgnos, None)?;
+            self.emit(header, &pgnos, None, false)?;
             // No WAL yet: the next generation starts at the header whatever its salts.
             self.pos = Some(Position { txid, end: WAL_HEADER_SIZE, salts: (0, 0), checksum: (0, 0), commit });
             self.running = true;
@@ -380,13 +476,14 @@ impl Shipper {
         Ok(Synced { header, pages: pgnos.len(), full: true, more: false })
     }
 
-    /// Encodes `pgnos` (sorted) into local L0, reading each page from the WAL map or the file.
-    fn emit(&mut self, header: Header, pgnos: &[u32], wal: Option<&File>) -> Result<()> {
+    /// Encodes `pgnos` (sorted) into local L0, reading each page from the WAL map or the file;
+    /// `stored`: uncompressed, for frequent small captures (see [`MetaDir::write_l0`]).
+    fn emit(&mut self, header: Header, pgnos: &[u32], wal: Option<&File>, stored: bool) -> Result<()> {
         let ps = self.page_size as usize;
         let mut buf = vec![0u8; ps];
         let (db_file, wal_map, db_path, wal_path) = (&self.db_file, &self.wal_map, &self.db_path, &self.wal_path);
         let salts = self.wal_salts;
-        self.meta.write_l0(header, |sink| {
+        self.meta.write_l0(header, stored, |sink| {
             for &p in pgnos {
                 read_page(db_file, wal, wal_map, salts, p, &mut buf).map_err(|e| {
                     Error::io("read page from", if wal_map.contains_key(&p) { wal_path } else { db_path }, e)

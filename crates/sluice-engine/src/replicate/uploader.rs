@@ -1,6 +1,7 @@
 //! Ships local L0 files to the replica. Everything captured since the last upload goes up as
-//! one level-0 file (merged when several local files are pending), so a busy database costs
-//! at most one PUT per sync interval.
+//! one level-0 file, so a busy database costs at most one PUT per sync interval. Uploads
+//! always pass through a merge: local captures hold stored (uncompressed) pages, and the
+//! merge compresses each page's latest version once.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -35,19 +36,10 @@ pub async fn upload_pending(
             metrics.oldest_pending_ms.store(0, Ordering::Relaxed);
             return Ok(remote_max);
         };
-        let (path, ts, temp) = if pending.len() == 1 {
-            let p = meta.l0_path(first, last);
-            let ts = header_time(&p)?;
-            (p, ts, false)
-        } else {
-            let (p, ts) = merge_local(meta, &pending).await?;
-            (p, ts, true)
-        };
+        let (path, ts) = merge_local(meta, &pending).await?;
         let result = client.put_file(0, first, last, &path, ts).await;
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if temp {
-            let _ = std::fs::remove_file(&path);
-        }
+        let _ = std::fs::remove_file(&path);
         match result {
             Ok(_) => {}
             Err(e) if e.is_already_exists() => {
@@ -77,7 +69,8 @@ pub fn header_time(path: &Path) -> Result<DateTime<Utc>> {
     Ok(DateTime::from_timestamp_millis(dec.header().timestamp_ms).unwrap_or_else(Utc::now))
 }
 
-/// Merges consecutive local L0 files into one temp file; returns it and its timestamp.
+/// Merges consecutive local L0 files (one or more) into one temp file; returns it and its
+/// timestamp.
 async fn merge_local(meta: &MetaDir, files: &[(TxId, TxId)]) -> Result<(PathBuf, DateTime<Utc>)> {
     let paths: Vec<PathBuf> = files.iter().map(|(a, b)| meta.l0_path(*a, *b)).collect();
     let (first, last) = (files[0].0, files[files.len() - 1].1);
@@ -88,20 +81,22 @@ async fn merge_local(meta: &MetaDir, files: &[(TxId, TxId)]) -> Result<(PathBuf,
     Ok((out, ts))
 }
 
-/// Compacts LTX files on disk into `out` (streaming, one page per input in memory).
+/// Compacts LTX files on disk into `out` (streaming, one page per input in memory). No fsync:
+/// `out` is a temp file that is uploaded, then deleted (a crash just leaves it to cleanup).
 pub fn merge_files(inputs: &[PathBuf], out: &Path) -> Result<()> {
     let mut decs = Vec::with_capacity(inputs.len());
     for p in inputs {
         let f = File::open(p).map_err(|e| Error::io("open", p, e))?;
         decs.push(
-            Decoder::new(BufReader::new(f)).map_err(|source| Error::Ltx { file: p.display().to_string(), source })?,
+            // Small buffers: an upload may merge hundreds of local files.
+            Decoder::with_buffer(f, 16 << 10).map_err(|source| Error::Ltx { file: p.display().to_string(), source })?,
         );
     }
     let w = std::io::BufWriter::with_capacity(256 << 10, File::create(out).map_err(|e| Error::io("create", out, e))?);
     let (w, _) =
         sluice_ltx::compact(decs, w).map_err(|source| Error::Ltx { file: out.display().to_string(), source })?;
-    let f = w.into_inner().map_err(|e| Error::io("write", out, e.into_error()))?;
-    f.sync_all().map_err(|e| Error::io("fsync", out, e))
+    w.into_inner().map_err(|e| Error::io("write", out, e.into_error()))?;
+    Ok(())
 }
 
 /// Keeps the lag metric: the oldest local file not yet uploaded.

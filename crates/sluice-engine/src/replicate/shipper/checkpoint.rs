@@ -1,16 +1,28 @@
 //! Checkpoints and the write barrier: the only moments Sluice lets SQLite restart the WAL,
 //! always after capturing every frame the restart will discard.
 
+use std::fs::File;
 use std::time::Duration;
 
 use super::{Checkpoint, Shipper, Synced};
 use crate::error::Result;
 use crate::replicate::conn::{passive, sqlite_err};
 
+/// Rounds of read-and-copy before the barrier, each copying what the application committed
+/// during the previous one, until at most [`BARRIER_FRAMES`] frames are left for the barrier:
+/// its checkpoint must fsync what it copies while the application waits.
+const PRE_ROUNDS: usize = 4;
+const BARRIER_FRAMES: u64 = 32;
+
 impl Shipper {
     /// Syncs under a brief write barrier so that our read lock pins exactly the synced state
     /// (nothing can commit between the sync and the handoff). `false` if the barrier was busy.
     pub fn pin(&mut self) -> Result<bool> {
+        // The barrier's checkpoint fsyncs the WAL before copying; doing it now leaves that
+        // fsync only the last few frames, while the application is not waiting for it.
+        if let Ok(f) = File::open(&self.wal_path) {
+            let _ = f.sync_data();
+        }
         if !self.take_barrier()? {
             return Ok(false);
         }
@@ -29,42 +41,51 @@ impl Shipper {
         }
     }
 
-    /// Syncs under a write barrier, then checkpoints the whole WAL; nothing can commit in
-    /// between, so the WAL restart that follows discards only frames already captured.
+    /// Checkpoints the whole WAL under a write barrier, after reading every frame: nothing can
+    /// commit in between, so the WAL restart that follows discards only frames already read.
     pub fn checkpoint(&mut self, truncate: bool) -> Result<(Checkpoint, Option<Synced>)> {
-        // First, without the barrier: capture the backlog, then copy into the database file
-        // what our (just advanced) read lock allows. The application keeps writing meanwhile,
-        // and the barrier below is left with only the last few frames: it blocks the
-        // application for well under a millisecond instead of for a whole capture.
-        let pre = self.sync_all()?;
-        let _ = passive(&self.readers[1 - self.active]);
+        // First, without the barrier: read the backlog and move our read lock to its end, so a
+        // PASSIVE checkpoint can copy it while the application keeps writing; then read what
+        // was committed during that copy. The barrier is left with the last few frames and
+        // blocks the application for well under a millisecond instead of for a whole capture.
+        let mut pre = None;
+        for _ in 0..PRE_ROUNDS {
+            let before = self.wal_frames();
+            pre = self.read_ahead(true)?.or(pre);
+            if self.wal_frames().saturating_sub(before) <= BARRIER_FRAMES {
+                break;
+            }
+            let _ = passive(&self.readers[1 - self.active]);
+        }
         if !self.take_barrier()? {
-            return Ok((Checkpoint::Busy, pre));
+            // Our read lock may be ahead of what was read: sync_all reads to the end first.
+            return Ok((Checkpoint::Busy, self.sync_all()?.or(pre)));
         }
         let held = std::time::Instant::now();
-        let result = self.checkpoint_under_barrier().map(|(c, s)| (c, s.or(pre)));
+        let result = self.checkpoint_under_barrier();
         let _ = self.barrier.execute_batch("ROLLBACK");
         tracing::debug!(held_us = held.elapsed().as_micros() as u64, "write barrier released");
-        if truncate && matches!(result, Ok((Checkpoint::Done { .. }, _))) {
-            // After the barrier: TRUNCATE needs the write lock. Our reader now sits on read
-            // mark 0 (the WAL is fully copied), which forbids copying any newer frame, so
-            // TRUNCATE either finds nothing new and truncates or gives up busy. Never a loss.
+        // Everything read since the last file goes into one, now that the application runs
+        // again (see `Deferred` for why the pages read now are the position's).
+        let wal = File::open(&self.wal_path).ok();
+        let written = self.materialize(wal.as_ref())?.or(pre);
+        let result = result?;
+        if truncate && matches!(result, Checkpoint::Done { .. }) {
+            // TRUNCATE needs the write lock. Our reader now sits on read mark 0 (the WAL is
+            // fully copied), which forbids copying any newer frame, so TRUNCATE either finds
+            // nothing new and truncates or gives up busy. Never a loss.
             let c = &self.readers[1 - self.active];
             let _ = c.busy_timeout(Duration::ZERO);
             let _ = c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
             let _ = c.busy_timeout(self.opts.busy_timeout);
         }
-        result
+        Ok((result, written))
     }
 
-    fn checkpoint_under_barrier(&mut self) -> Result<(Checkpoint, Option<Synced>)> {
+    fn checkpoint_under_barrier(&mut self) -> Result<Checkpoint> {
         let t0 = std::time::Instant::now();
-        let synced = self.sync_all()?;
-        tracing::debug!(
-            sync_us = t0.elapsed().as_micros() as u64,
-            pages = synced.as_ref().map(|s| s.pages),
-            "barrier sync"
-        );
+        self.read_ahead(false)?;
+        tracing::debug!(read_us = t0.elapsed().as_micros() as u64, "barrier read");
         let frames = self.wal_frames();
         // Both our read locks must go, or the checkpoint cannot copy the last frames.
         self.end_read(self.active);
@@ -73,24 +94,24 @@ impl Shipper {
         let res = passive(&self.readers[idle]);
         tracing::debug!(passive_us = t1.elapsed().as_micros() as u64, "barrier passive");
         if let Err(e) = self.begin_read(self.active) {
-            // No read lock at all now: a restart could pass unseen; the next WAL change must
-            // be treated as unknown (full image) rather than as a clean restart.
-            self.running = false;
+            // No read lock at all now: a restart could pass unseen, taking frames read ahead
+            // with it. The next sync writes a full image.
+            self.forget_position();
             return Err(e);
         }
         let (busy, log, done) = res.map_err(|e| sqlite_err("checkpoint", &self.db_path, e))?;
         tracing::debug!(busy, log, done, "passive checkpoint under barrier");
         if log < 0 {
             // The checkpoint could not run at all (its lock stayed taken).
-            return Ok((Checkpoint::Busy, synced));
+            return Ok(Checkpoint::Busy);
         }
         if log != done {
             // Another reader kept part of the WAL from being copied.
-            return Ok((Checkpoint::Partial, synced));
+            return Ok(Checkpoint::Partial);
         }
         // The database file now holds everything: page reads must no longer point into a WAL
         // that the next write will restart and overwrite.
         self.wal_map.clear();
-        Ok((Checkpoint::Done { frames }, synced))
+        Ok(Checkpoint::Done { frames })
     }
 }
