@@ -51,6 +51,9 @@ pub struct ReplicaClient {
     pub(crate) retry: RetryPolicy,
     /// Directory on disk that `prefix` maps to, for Litestream's file-backend mtime/perms.
     pub(crate) local_root: Option<Arc<PathBuf>>,
+    /// The store *is* that directory (opened from a `file://` URL, nothing wrapped around it):
+    /// whole-file uploads may then be copied by the kernel instead of through the store.
+    pub(crate) direct_local: bool,
 }
 
 // Hand-written: the store's own Debug may include configuration we do not want in logs.
@@ -82,6 +85,7 @@ impl ReplicaClient {
             StoreKind::File => target.file_root.map(Arc::new),
             _ => None,
         };
+        let direct_local = local_root.is_some();
         Ok(Self {
             store,
             kind: target.kind,
@@ -89,6 +93,7 @@ impl ReplicaClient {
             description: description.into(),
             retry: RetryPolicy::default(),
             local_root,
+            direct_local,
         })
     }
 
@@ -101,7 +106,15 @@ impl ReplicaClient {
     pub fn new(store: Arc<dyn ObjectStore>, kind: StoreKind, prefix: &str) -> Self {
         let prefix = Path::from(prefix);
         let description = format!("{kind}+{store}/{prefix}");
-        Self { store, kind, prefix, description: description.into(), retry: RetryPolicy::default(), local_root: None }
+        Self {
+            store,
+            kind,
+            prefix,
+            description: description.into(),
+            retry: RetryPolicy::default(),
+            local_root: None,
+            direct_local: false,
+        }
     }
 
     /// Declares that `prefix` is the directory `root` on local disk, so `put` sets the file's

@@ -67,7 +67,7 @@ async fn read_part(file: &mut tokio::fs::File, part_size: usize) -> io::Result<V
 }
 
 impl ReplicaClient {
-    fn local_err(&self, op: &'static str, path: &StdPath, source: io::Error) -> Error {
+    pub(crate) fn local_err(&self, op: &'static str, path: &StdPath, source: io::Error) -> Error {
         Error::LocalFile { op, path: path.display().to_string(), store: self.description.to_string(), source }
     }
 
@@ -126,6 +126,9 @@ impl ReplicaClient {
         path: &StdPath,
         timestamp: DateTime<Utc>,
     ) -> Result<u64> {
+        if let (Some(root), true) = (&self.local_root, self.direct_local) {
+            return self.put_local_file(root, level, min, max, path, timestamp).await;
+        }
         let size = tokio::fs::metadata(path).await.map_err(|e| self.local_err("stat", path, e))?.len();
         if size <= MULTIPART_THRESHOLD {
             let data = tokio::fs::read(path).await.map_err(|e| self.local_err("read", path, e))?;

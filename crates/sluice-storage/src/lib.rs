@@ -22,6 +22,7 @@ mod config;
 pub mod error;
 mod file_transfer;
 pub mod layout;
+mod local_put;
 mod put;
 mod redact;
 mod retry;

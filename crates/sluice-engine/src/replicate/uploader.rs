@@ -6,7 +6,6 @@
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
@@ -28,12 +27,19 @@ pub async fn upload_pending(
     index: &SharedIndex,
     metrics: &DbMetrics,
 ) -> Result<TxId> {
+    // Only what is pending now: files captured while uploading wait for the next interval,
+    // or a busy database would upload back to back instead of once per interval.
+    let mut remaining: Vec<(TxId, TxId)> = {
+        let remote_max = lock(index).uploaded_max();
+        meta.list_l0()?.into_iter().filter(|(min, _)| *min > remote_max).collect()
+    };
     loop {
         let remote_max = lock(index).uploaded_max();
-        let pending: Vec<(TxId, TxId)> =
-            meta.list_l0()?.into_iter().filter(|(min, _)| *min > remote_max).take(MAX_FILES_PER_UPLOAD).collect();
+        remaining.retain(|(min, _)| *min > remote_max);
+        let pending: Vec<(TxId, TxId)> = remaining.iter().copied().take(MAX_FILES_PER_UPLOAD).collect();
         let (Some(&(first, _)), Some(&(_, last))) = (pending.first(), pending.last()) else {
-            metrics.oldest_pending_ms.store(0, Ordering::Relaxed);
+            // Files captured meanwhile keep the lag metric up.
+            note_pending(meta, index, metrics);
             return Ok(remote_max);
         };
         let (path, ts) = merge_local(meta, &pending).await?;
@@ -100,7 +106,7 @@ pub fn merge_files(inputs: &[PathBuf], out: &Path) -> Result<()> {
 }
 
 /// Keeps the lag metric: the oldest local file not yet uploaded.
-pub fn note_pending(meta: &MetaDir, index: &SharedIndex, metrics: &Arc<DbMetrics>) {
+pub fn note_pending(meta: &MetaDir, index: &SharedIndex, metrics: &DbMetrics) {
     let remote = lock(index).uploaded_max();
     let oldest = meta.list_l0().ok().and_then(|v| v.into_iter().find(|(min, _)| *min > remote));
     let ms = oldest.and_then(|(a, b)| header_time(&meta.l0_path(a, b)).ok()).map_or(0, |t| t.timestamp_millis() as u64);
