@@ -3,11 +3,11 @@
 use std::io::{BufReader, ErrorKind, Read};
 
 use crate::checksum::{CHECKSUM_FLAG, Crc64};
-use crate::encoder::{PAGE_FLAG_SIZE, PAGE_HEADER_SIZE, PageIndexEntry};
+use crate::encoder::{PAGE_FLAG_SIZE, PAGE_HEADER_SIZE};
 use crate::error::{ChecksumKind, Error, Result, Section};
 use crate::header::{HEADER_SIZE, Header, TRAILER_SIZE, Trailer, lock_pgno};
 use crate::lz4frame::{FrameError, read_frame};
-use crate::varint::get_uvarint;
+use crate::varint::{encode_uvarint, get_uvarint};
 
 /// Reads one LTX file page by page.
 ///
@@ -19,7 +19,10 @@ pub struct Decoder<R: Read> {
     crc: Crc64,
     offset: u64,
     prev_pgno: u32,
-    frames: Vec<PageIndexEntry>,
+    /// What the index must say, kept as a CRC of its canonical encoding and a count rather
+    /// than a list: memory stays constant however many pages a file holds.
+    expected_index: Crc64,
+    frames: usize,
     scratch: Vec<u8>,
     trailer: Option<Trailer>,
     lock_pgno: u32,
@@ -50,7 +53,8 @@ impl<R: Read> Decoder<R> {
             crc,
             offset: HEADER_SIZE as u64,
             prev_pgno: 0,
-            frames: Vec::new(),
+            expected_index: Crc64::new(),
+            frames: 0,
             scratch: Vec::with_capacity(max_block),
             trailer: None,
             lock_pgno: lock_pgno(header.page_size),
@@ -105,7 +109,10 @@ impl<R: Read> Decoder<R> {
             f => return Err(self.corrupt(pgno, start, &format!("unknown page flags {f:#06x}"))),
         }
         self.crc.update(buf);
-        self.frames.push(PageIndexEntry { pgno, offset: start, size: self.offset - start });
+        let mut entry = [0u8; 30];
+        let n = encode_entry(&mut entry, u64::from(pgno), start, self.offset - start);
+        self.expected_index.update(&entry[..n]);
+        self.frames += 1;
         self.prev_pgno = pgno;
         Ok(Some(pgno))
     }
@@ -185,24 +192,29 @@ impl<R: Read> Decoder<R> {
             }
         }
         let index_start = self.offset;
-        let mut entries = 0usize;
+        let (mut entries, mut listed) = (0usize, Crc64::new());
+        let mut entry = [0u8; 30];
         loop {
             let pgno = self.read_uvarint()?;
             if pgno == 0 {
                 break;
             }
             let (offset, size) = (self.read_uvarint()?, self.read_uvarint()?);
-            let got = PageIndexEntry { pgno: u32::try_from(pgno).unwrap_or(0), offset, size };
-            match self.frames.get(entries) {
-                Some(want) if *want == got => entries += 1,
-                Some(want) => {
-                    return Err(Error::CorruptIndex(format!("entry {entries} is {got:?}, frame read was {want:?}")));
-                }
-                None => return Err(Error::CorruptIndex(format!("index lists page {pgno} that has no frame"))),
+            entries += 1;
+            if entries > self.frames {
+                return Err(Error::CorruptIndex(format!(
+                    "index lists page {pgno} beyond the {} frames read",
+                    self.frames
+                )));
             }
+            let n = encode_entry(&mut entry, pgno, offset, size);
+            listed.update(&entry[..n]);
         }
-        if entries != self.frames.len() {
-            return Err(Error::CorruptIndex(format!("index lists {entries} of {} pages", self.frames.len())));
+        if entries != self.frames {
+            return Err(Error::CorruptIndex(format!("index lists {entries} of {} pages", self.frames)));
+        }
+        if listed.finish() != self.expected_index.finish() {
+            return Err(Error::CorruptIndex("index entries differ from the frames read (page, offset or size)".into()));
         }
         let varint_len = self.offset - index_start;
         let mut len = [0u8; 8];
@@ -263,6 +275,15 @@ impl<R: Read> Decoder<R> {
     fn corrupt(&self, pgno: u32, offset: u64, reason: &str) -> Error {
         Error::CorruptFrame { pgno, offset, reason: reason.to_string() }
     }
+}
+
+/// The canonical varint encoding of one index entry into `buf`; returns its length.
+fn encode_entry(buf: &mut [u8; 30], pgno: u64, offset: u64, size: u64) -> usize {
+    let mut n = 0;
+    for v in [pgno, offset, size] {
+        n += encode_uvarint(&mut buf[n..], v);
+    }
+    n
 }
 
 /// Reads until `buf` is full or the reader ends; returns the bytes read.
