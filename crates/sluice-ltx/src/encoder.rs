@@ -8,7 +8,7 @@ use std::io::Write;
 use crate::checksum::{CHECKSUM_FLAG, Crc64};
 use crate::error::{Error, Result};
 use crate::header::{HEADER_SIZE, Header, Trailer, lock_pgno};
-use crate::varint::{encode_uvarint, get_uvarint, put_uvarint};
+use crate::varint::{get_uvarint, put_uvarint};
 
 /// Page-header flag: a u32 compressed size and an LZ4 block follow.
 pub const PAGE_FLAG_SIZE: u16 = 0x0001;
@@ -182,19 +182,22 @@ impl<W: Write> Encoder<W> {
         self.w.write_all(&marker)?;
         self.crc.update(&marker);
         let (mut pgno, mut offset, mut index_len) = (0u64, HEADER_SIZE as u64, 0u64);
-        let (mut i, mut entry) = (0, [0u8; 30]);
+        let (mut i, mut chunk) = (0, Vec::with_capacity(64 << 10));
         while i < self.index.len() {
             let (delta, a) = get_uvarint(&self.index[i..]).expect("BUG: own index entry");
             let (size, b) = get_uvarint(&self.index[i + a..]).expect("BUG: own index entry");
             i += a + b;
             pgno += delta;
-            let mut n = encode_uvarint(&mut entry, pgno);
-            n += encode_uvarint(&mut entry[n..], offset);
-            n += encode_uvarint(&mut entry[n..], size);
-            self.w.write_all(&entry[..n])?;
-            self.crc.update(&entry[..n]);
-            index_len += n as u64;
+            put_uvarint(&mut chunk, pgno);
+            put_uvarint(&mut chunk, offset);
+            put_uvarint(&mut chunk, size);
             offset += size;
+            if chunk.len() >= (64 << 10) - 30 || i == self.index.len() {
+                self.w.write_all(&chunk)?;
+                self.crc.update(&chunk);
+                index_len += chunk.len() as u64;
+                chunk.clear();
+            }
         }
         let mut tail = Vec::with_capacity(32);
         put_uvarint(&mut tail, 0);

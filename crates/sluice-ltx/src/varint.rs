@@ -1,22 +1,12 @@
 //! Unsigned LEB128 varints (Go's `binary.AppendUvarint`), used by the page index.
 
 /// Appends `v` as a uvarint.
-pub fn put_uvarint(out: &mut Vec<u8>, v: u64) {
-    let mut buf = [0u8; 10];
-    let n = encode_uvarint(&mut buf, v);
-    out.extend_from_slice(&buf[..n]);
-}
-
-/// Writes `v` as a uvarint at the front of `buf`; returns the bytes used (at most 10).
-pub fn encode_uvarint(buf: &mut [u8], mut v: u64) -> usize {
-    let mut n = 0;
+pub fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
-        buf[n] = (v as u8) | 0x80;
+        out.push((v as u8) | 0x80);
         v >>= 7;
-        n += 1;
     }
-    buf[n] = v as u8;
-    n + 1
+    out.push(v as u8);
 }
 
 /// Reads a uvarint from the front of `b`: `(value, bytes used)`, or `None` if `b` ends first

@@ -99,6 +99,8 @@ pub struct Shipper {
     running: bool,
     /// Frames read but not yet written to a local file (see [`Deferred`]).
     deferred: Option<Deferred>,
+    /// The WAL file was missing at the last sync (warned once).
+    wal_missing: bool,
 }
 
 /// Pages changed by frames that were read ahead during a checkpoint but not yet written to a
@@ -159,6 +161,7 @@ impl Shipper {
             floor: TxId(remote_max.0 + 1),
             running: false,
             deferred: None,
+            wal_missing: false,
         };
         s.begin_read(0)?;
         s.recover_position(remote_max)?;
@@ -248,9 +251,22 @@ impl Shipper {
         self.check_same_file()?;
         let wal_file = match File::open(&self.wal_path) {
             Ok(f) => Some(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // SQLite deletes the WAL only when its last connection closes, and ours stay
+                // open: someone removed it. Writers that still hold it open write into the
+                // deleted file, which nobody can replicate; say so instead of idling.
+                if self.pos.is_some() && !self.wal_missing {
+                    tracing::warn!(wal = %self.wal_path.display(), "the WAL file was deleted while the database is open; \
+                        changes written to it cannot be replicated until the application reopens the database");
+                }
+                self.wal_missing = true;
+                None
+            }
             Err(e) => return Err(Error::io("open", &self.wal_path, e)),
         };
+        if wal_file.is_some() {
+            self.wal_missing = false;
+        }
         let hdr = match &wal_file {
             Some(f) => wal::read_header(f).map_err(|e| Error::io("read", &self.wal_path, e))?,
             None => None,
