@@ -5,16 +5,17 @@
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 
-use sluice_ltx::{Encoder, Header, TxId};
+use sluice_ltx::{Header, TxId};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
-use crate::replicate::shipper::{Checkpoint, Position, Shipper, ShipperOptions, Synced, now_ms};
+use crate::replicate::shipper::{Checkpoint, Position, Shipper, ShipperOptions, SnapshotView, Synced};
 
 enum Cmd {
     Sync(oneshot::Sender<Result<Option<Synced>>>),
     Checkpoint(bool, oneshot::Sender<Result<(Checkpoint, Option<Synced>)>>),
-    Snapshot(PathBuf, oneshot::Sender<Result<Option<Header>>>),
+    SnapshotView(oneshot::Sender<Result<Option<SnapshotView>>>),
+    EndSnapshot(oneshot::Sender<()>),
     Position(oneshot::Sender<Option<Position>>),
 }
 
@@ -49,7 +50,11 @@ impl ShipperHandle {
                     match cmd {
                         Cmd::Sync(r) => drop(r.send(s.sync_all())),
                         Cmd::Checkpoint(t, r) => drop(r.send(s.checkpoint(t))),
-                        Cmd::Snapshot(p, r) => drop(r.send(write_snapshot(&mut s, &p))),
+                        Cmd::SnapshotView(r) => drop(r.send(s.snapshot_view())),
+                        Cmd::EndSnapshot(r) => {
+                            s.end_snapshot();
+                            let _ = r.send(());
+                        }
                         Cmd::Position(r) => drop(r.send(s.position())),
                     }
                 }
@@ -75,9 +80,15 @@ impl ShipperHandle {
         self.call(|r| Cmd::Checkpoint(truncate, r)).await?
     }
 
-    /// Writes a level-9 snapshot of the current position to `path`.
+    /// Writes a level-9 snapshot of the current position to `path`, encoded on a blocking
+    /// thread while the shipper goes on capturing. `None` when there is nothing to snapshot
+    /// yet or the write barrier was busy.
     pub async fn snapshot(&self, path: PathBuf) -> Result<Option<Header>> {
-        self.call(|r| Cmd::Snapshot(path, r)).await?
+        let Some(view) = self.call(Cmd::SnapshotView).await?? else { return Ok(None) };
+        let written = tokio::task::spawn_blocking(move || view.write(&path)).await;
+        // Always end the pinning read, or checkpoints stay partial for good.
+        self.call(Cmd::EndSnapshot).await?;
+        Ok(Some(written.map_err(|e| Error::Task(format!("snapshot task failed: {e}")))??))
     }
 
     /// Current position.
@@ -94,22 +105,4 @@ impl ShipperHandle {
     pub fn meta_root(&self) -> &std::path::Path {
         &self.meta_root
     }
-}
-
-/// Encodes the full image at the current position as snapshot `1-T` into `path` (temp, fsync).
-/// `None` when there is nothing to snapshot yet or the write barrier was busy.
-fn write_snapshot(s: &mut Shipper, path: &std::path::Path) -> Result<Option<Header>> {
-    if !s.pin()? {
-        return Ok(None);
-    }
-    let Some(pos) = s.position() else { return Ok(None) };
-    let header = Header::new(s.page_size(), pos.commit.max(1), TxId(1), pos.txid, now_ms());
-    let file = std::fs::File::create(path).map_err(|e| Error::io("create", path, e))?;
-    let ltx = |source| Error::Ltx { file: path.display().to_string(), source };
-    let mut enc = Encoder::new(std::io::BufWriter::with_capacity(256 << 10, file), header).map_err(ltx)?;
-    s.full_image(&mut |p, d| enc.encode_page(p, d).map_err(ltx))?;
-    let (w, _) = enc.finish(0).map_err(ltx)?;
-    let f = w.into_inner().map_err(|e| Error::io("write", path, e.into_error()))?;
-    f.sync_all().map_err(|e| Error::io("fsync", path, e))?;
-    Ok(Some(header))
 }

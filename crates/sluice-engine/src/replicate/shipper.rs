@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -22,8 +23,11 @@ use crate::replicate::conn::{eager_busy, open_conn, sqlite_err};
 use crate::replicate::local::MetaDir;
 use crate::replicate::wal::{self, FRAME_HEADER_SIZE, WAL_HEADER_SIZE, WalHeader};
 
-// Checkpoints and the write barrier, in their own file.
+// Checkpoints and the write barrier, and snapshots, in their own files.
 mod checkpoint;
+mod snapshot;
+
+pub use snapshot::SnapshotView;
 
 /// Where replication stands in the WAL.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +88,9 @@ pub struct Shipper {
     readers: [Connection; 2],
     active: usize,
     barrier: Connection,
-    db_file: File,
+    db_file: Arc<File>,
+    /// The read transaction that pins a snapshot's position while it is encoded elsewhere.
+    snap_reader: Connection,
     page_size: u32,
     opts: ShipperOptions,
     pos: Option<Position>,
@@ -142,7 +148,10 @@ impl Shipper {
         let readers = [first, open_conn(db_path, opts.busy_timeout)?];
         let mut barrier = open_conn(db_path, opts.busy_timeout)?;
         barrier.busy_handler(Some(eager_busy(opts.busy_timeout))).map_err(|e| sqlite_err("configure", db_path, e))?;
-        let db_file = File::open(db_path).map_err(|e| Error::io("open", db_path, e))?;
+        let snap_reader = open_conn(db_path, opts.busy_timeout)?;
+        // Shared, never closed before the shipper: closing any descriptor of the database
+        // file would drop this process's POSIX locks on it.
+        let db_file = Arc::new(File::open(db_path).map_err(|e| Error::io("open", db_path, e))?);
         let mut wal_path = db_path.as_os_str().to_owned();
         wal_path.push("-wal");
         let mut s = Shipper {
@@ -153,6 +162,7 @@ impl Shipper {
             active: 0,
             barrier,
             db_file,
+            snap_reader,
             page_size,
             opts,
             pos: None,
@@ -511,22 +521,6 @@ impl Shipper {
         Ok(())
     }
 
-    /// Streams the full image at the current position into `sink` (for level-9 snapshots).
-    /// Call [`Shipper::pin`] first: the read lock must sit exactly at the position, or a
-    /// checkpoint could copy newer pages into the database file while we read it.
-    pub fn full_image(&mut self, sink: &mut dyn FnMut(u32, &[u8]) -> Result<()>) -> Result<Option<Position>> {
-        let Some(pos) = self.pos else { return Ok(None) };
-        let wal = File::open(&self.wal_path).ok();
-        let mut buf = vec![0u8; self.page_size as usize];
-        let lock = lock_pgno(self.page_size);
-        for p in (1..=pos.commit).filter(|p| *p != lock) {
-            read_page(&self.db_file, wal.as_ref(), &self.wal_map, self.wal_salts, p, &mut buf)
-                .map_err(|e| Error::io("read page from", &self.db_path, e))?;
-            sink(p, &buf)?;
-        }
-        Ok(Some(pos))
-    }
-
     /// WAL frames of the current generation that replication has captured.
     pub fn wal_frames(&self) -> u64 {
         self.pos.map_or(0, |p| p.end.saturating_sub(WAL_HEADER_SIZE) / (FRAME_HEADER_SIZE + u64::from(self.page_size)))
@@ -550,26 +544,40 @@ fn read_page(
         let Some(w) = wal else {
             return Err(std::io::Error::other(format!("WAL is gone while page {pgno} is only in it")));
         };
-        w.read_exact_at(buf, off + FRAME_HEADER_SIZE)?;
-        let mut fh = [0u8; FRAME_HEADER_SIZE as usize];
-        w.read_exact_at(&mut fh, *off)?;
-        let be = |i: usize| u32::from_be_bytes([fh[i], fh[i + 1], fh[i + 2], fh[i + 3]]);
-        if be(0) != pgno || (be(8), be(12)) != salts {
+        if let Some((found, found_salts)) = read_wal_frame(w, *off, pgno, salts, buf)? {
             return Err(std::io::Error::other(format!(
                 "WAL frame at offset {off} for page {pgno} was overwritten while reading it (WAL restarted): \
-                 it now holds page {} with salts {:08x} {:08x}, expected {:08x} {:08x}",
-                be(0),
-                be(8),
-                be(12),
-                salts.0,
-                salts.1
+                 it now holds page {found} with salts {:08x} {:08x}, expected {:08x} {:08x}",
+                found_salts.0, found_salts.1, salts.0, salts.1
             )));
         }
         return Ok(());
     }
+    read_db_page(db, pgno, buf)
+}
+
+/// Reads the page of the WAL frame at `off`, then its header: `Some((pgno, salts))` found
+/// there if the frame no longer holds `pgno` of the generation `salts` (the WAL restarted).
+/// SQLite writes a frame's header before its data, so an unchanged header read *after* the
+/// data proves the data was not overwritten meanwhile.
+pub(crate) fn read_wal_frame(
+    w: &File,
+    off: u64,
+    pgno: u32,
+    salts: (u32, u32),
+    buf: &mut [u8],
+) -> std::io::Result<Option<(u32, (u32, u32))>> {
+    w.read_exact_at(buf, off + FRAME_HEADER_SIZE)?;
+    let mut fh = [0u8; FRAME_HEADER_SIZE as usize];
+    w.read_exact_at(&mut fh, off)?;
+    let be = |i: usize| u32::from_be_bytes([fh[i], fh[i + 1], fh[i + 2], fh[i + 3]]);
+    Ok((be(0) != pgno || (be(8), be(12)) != salts).then(|| (be(0), (be(8), be(12)))))
+}
+
+/// Reads a page from the database file; pages past its end read as zeros (never written).
+pub(crate) fn read_db_page(db: &File, pgno: u32, buf: &mut [u8]) -> std::io::Result<()> {
     let off = u64::from(pgno - 1) * buf.len() as u64;
     match db.read_exact_at(buf, off) {
-        // Pages past the end of the file read as zeros (never written yet).
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             buf.fill(0);
             Ok(())

@@ -15,23 +15,7 @@ const PRE_ROUNDS: usize = 4;
 const BARRIER_FRAMES: u64 = 32;
 
 impl Shipper {
-    /// Syncs under a brief write barrier so that our read lock pins exactly the synced state
-    /// (nothing can commit between the sync and the handoff). `false` if the barrier was busy.
-    pub fn pin(&mut self) -> Result<bool> {
-        // The barrier's checkpoint fsyncs the WAL before copying; doing it now leaves that
-        // fsync only the last few frames, while the application is not waiting for it.
-        if let Ok(f) = File::open(&self.wal_path) {
-            let _ = f.sync_data();
-        }
-        if !self.take_barrier()? {
-            return Ok(false);
-        }
-        let res = self.sync_all();
-        let _ = self.barrier.execute_batch("ROLLBACK");
-        res.map(|_| true)
-    }
-
-    fn take_barrier(&mut self) -> Result<bool> {
+    pub(super) fn take_barrier(&mut self) -> Result<bool> {
         match self.barrier.execute_batch("BEGIN IMMEDIATE") {
             Ok(()) => Ok(true),
             Err(e) => match e.sqlite_error_code() {
