@@ -25,23 +25,9 @@ MOTO = os.path.join(VENV_BIN, "moto_server")
 SLUICE = os.path.join(ROOT, "target", "release", "sluice")
 BUCKET, KEY, SECRET = "bench", "benchkey", "benchsecret"
 
-SCHEMA = """
-CREATE TABLE events(id INTEGER PRIMARY KEY, user_id INTEGER NOT NULL, kind TEXT NOT NULL,
-                    created_at TEXT NOT NULL, amount REAL, payload TEXT);
-CREATE INDEX events_user_created ON events(user_id, created_at);
-"""
-# Same generator as /work/shared/bench/anchor_bench.py: ~90 B mostly incompressible payloads.
-FILL = """
-WITH RECURSIVE s(x) AS (SELECT ? UNION ALL SELECT x+1 FROM s WHERE x < ?),
-r(x, k) AS (SELECT x, abs(random()) % 6 FROM s)
-INSERT INTO events(id, user_id, kind, created_at, amount, payload)
-SELECT x, abs(random()) % 100000,
-       CASE k WHEN 0 THEN 'click' WHEN 1 THEN 'view' WHEN 2 THEN 'buy'
-              WHEN 3 THEN 'refund' WHEN 4 THEN 'signup' ELSE 'login' END,
-       datetime(1700000000 + x * 7, 'unixepoch'), round((abs(random()) % 100000) / 100.0, 2),
-       printf('{"k":"%s","ref":"%s","n":%d,"tags":["a%d","b%d"]}',
-              k, lower(hex(randomblob(16))), x, x % 97, x % 13)
-FROM r"""
+# The database generator is the comparison harness's own (same schema and payloads).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from anchor_bench import make_db  # noqa: E402
 
 
 def log(msg):
@@ -55,22 +41,6 @@ def tool_env(s3):
     if s3:
         e.update(AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_REGION="us-east-1")
     return e
-
-
-def make_db(path, mb, chunk=20000):
-    c = sqlite3.connect(path, isolation_level=None)
-    c.execute("PRAGMA page_size=4096")  # before WAL: the page size is fixed by the first write
-    c.execute("PRAGMA journal_mode=WAL")
-    c.execute("PRAGMA synchronous=NORMAL")
-    c.executescript(SCHEMA)
-    n = 0
-    while c.execute("PRAGMA page_count").fetchone()[0] * 4096 < mb * 1e6:
-        c.execute("BEGIN")
-        c.execute(FILL, (n + 1, n + chunk))
-        c.execute("COMMIT")
-        n += chunk
-    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    c.close()
 
 
 def free_port():

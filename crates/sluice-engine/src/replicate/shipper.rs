@@ -453,7 +453,7 @@ impl Shipper {
         let Some(pos) = self.pos.filter(|_| self.running) else { return self.sync_all() };
         let Ok(f) = File::open(&self.wal_path) else { return self.sync_all() };
         match wal::read_header(&f).map_err(|e| Error::io("read", &self.wal_path, e))? {
-            Some(h) if (h.salt1, h.salt2) == pos.salts && pos.end >= WAL_HEADER_SIZE => {
+            Some(h) if (h.salt1, h.salt2) == pos.salts => {
                 self.check_same_file()?;
                 self.read_frames(&f, &h, pos.end, pos.checksum, None)?;
                 if handoff {
