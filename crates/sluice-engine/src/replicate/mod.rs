@@ -2,7 +2,7 @@
 //! retention and checkpoints.
 //!
 //! # Layout
-//! - [`wal`]: reading SQLite's WAL (checksums, committed transactions).
+//! - [`wal`]: reading SQLite's WAL (checksums, committed transactions); `shm`: its index.
 //! - [`shipper`]: the synchronous core (read locks, local L0 files, checkpoints, images);
 //!   `conn`: its SQLite connection helpers.
 //! - [`actor`]: the shipper on its own thread, driven by async commands.
@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod poll;
 pub mod service;
 pub mod shipper;
+mod shm;
 pub mod uploader;
 pub mod wal;
 

@@ -217,7 +217,8 @@ pub async fn replicate(
                 Ok((Checkpoint::Done { .. }, synced)) => {
                     last_checkpoint = Instant::now();
                     partial_backoff = FIRST_PARTIAL_BACKOFF;
-                    (dirty, pending, last_capture) = (false, false, Instant::now());
+                    // The frames read stay deferred until the next capture (`pending` stays).
+                    dirty = false;
                     checkpointed_at = observed;
                     metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
                     note_synced(&metrics, synced.as_ref(), &wake);

@@ -21,6 +21,7 @@ use sluice_ltx::{Header, TxId, lock_pgno};
 use crate::error::{Error, Result};
 use crate::replicate::conn::{eager_busy, open_conn, sqlite_err};
 use crate::replicate::local::MetaDir;
+use crate::replicate::shm;
 use crate::replicate::wal::{self, FRAME_HEADER_SIZE, WAL_HEADER_SIZE, WalHeader};
 
 // Checkpoints and the write barrier, and snapshots, in their own files.
@@ -107,18 +108,25 @@ pub struct Shipper {
     deferred: Option<Deferred>,
     /// The WAL file was missing at the last sync (warned once).
     wal_missing: bool,
+    /// Committed frames read since the shipper opened, across WAL generations.
+    frames_read: u64,
+    /// SQLite's WAL index, open for good: closing a descriptor of it would drop this
+    /// process's POSIX locks on it, which are our read locks.
+    shm: Option<File>,
+    shm_path: PathBuf,
 }
 
-/// Pages changed by frames that were read ahead during a checkpoint but not yet written to a
-/// local file: the pre-checkpoint reads and the one under the write barrier all end up in
-/// one file, written after the barrier, instead of three files and fsyncs per checkpoint.
+/// Pages changed by frames read but not yet written to a local file. Checkpoints only read
+/// ahead; one local file per sync interval holds everything read since the last one, across
+/// WAL restarts, instead of a file (and fsyncs) per checkpoint.
 ///
-/// Writing it later is exact: the pages are read as of the position once the last frames
-/// are read, from WAL frames (kept by our read lock) or the database file. Once a checkpoint
-/// completed, our read lock sits on read mark 0, which bars every checkpoint from changing
-/// the database file, so it holds exactly the position's pages until we move on.
+/// Writing it later is exact because our read mark never passes the position (see
+/// [`Shipper::handoff`]): no checkpoint can have copied a frame past the position into the
+/// database file, so a page read from the current WAL generation's frames up to the position,
+/// or else from the database file, is the page as of the position. Pages of earlier
+/// generations are in the database file: a restart needs every frame copied first.
 struct Deferred {
-    /// WAL offset and salts where the span starts.
+    /// WAL offset and salts where the span starts (a later generation's frames start at its header).
     start: u64,
     salts: (u32, u32),
     /// Database size before the span (pages it grew by are included).
@@ -154,6 +162,9 @@ impl Shipper {
         let db_file = Arc::new(File::open(db_path).map_err(|e| Error::io("open", db_path, e))?);
         let mut wal_path = db_path.as_os_str().to_owned();
         wal_path.push("-wal");
+        let mut shm_path = db_path.as_os_str().to_owned();
+        shm_path.push("-shm");
+        let shm_path = PathBuf::from(shm_path);
         let mut s = Shipper {
             db_path: db_path.to_path_buf(),
             wal_path: PathBuf::from(wal_path),
@@ -172,6 +183,9 @@ impl Shipper {
             running: false,
             deferred: None,
             wal_missing: false,
+            frames_read: 0,
+            shm: File::open(&shm_path).ok(),
+            shm_path,
         };
         s.begin_read(0)?;
         s.recover_position(remote_max)?;
@@ -203,12 +217,38 @@ impl Shipper {
         let _ = self.readers[i].execute_batch("ROLLBACK");
     }
 
-    /// Moves our read lock forward without ever dropping it.
+    /// Moves our read lock forward without ever dropping it, and never past the position:
+    /// the new read transaction may see frames committed since the last read, so those are
+    /// read before the old one ends (otherwise a checkpoint could copy them into the
+    /// database file before they are captured, and deferred pages read from it later would
+    /// be newer than the position).
     fn handoff(&mut self) -> Result<()> {
         let next = 1 - self.active;
         self.begin_read(next)?;
+        if let Err(e) = self.catch_up() {
+            self.end_read(next);
+            return Err(e);
+        }
         self.end_read(self.active);
         self.active = next;
+        Ok(())
+    }
+
+    /// Reads committed frames up to the WAL's end into the deferred set, following a restart
+    /// into the new generation; nothing to do without a running position.
+    fn catch_up(&mut self) -> Result<()> {
+        let Some(pos) = self.pos.filter(|_| self.running) else { return Ok(()) };
+        let Ok(f) = File::open(&self.wal_path) else { return Ok(()) };
+        match wal::read_header(&f).map_err(|e| Error::io("read", &self.wal_path, e))? {
+            Some(h) if (h.salt1, h.salt2) == pos.salts => {
+                self.read_frames(&f, &h, pos.end, pos.checksum, None)?;
+            }
+            Some(h) => {
+                // Restarted: we read the whole old generation before any restart could happen.
+                self.read_frames(&f, &h, WAL_HEADER_SIZE, h.checksum, None)?;
+            }
+            None => {}
+        }
         Ok(())
     }
 
@@ -282,13 +322,9 @@ impl Shipper {
             None => None,
         };
         tracing::debug!(header = ?hdr.map(|h| (h.salt1, h.salt2)), pos = ?self.pos, running = self.running, "sync");
-        if let Some(d) = &self.deferred
-            && hdr.is_none_or(|h| (h.salt1, h.salt2) != d.salts)
-        {
-            // Frames were read ahead in a generation that has since restarted. A restart needs
-            // every reader off the WAL, so our read lock is on mark 0: the WAL was fully copied
-            // when we took it (up to our position, see `Deferred`) and no checkpoint can touch
-            // the database file while we hold it. The pages come from there.
+        if self.deferred.is_some() && hdr.is_none() {
+            // The WAL is gone (or empty) with frames read ahead: every restart follows a full
+            // checkpoint, so their pages are in the database file (see `Deferred`).
             self.wal_map.clear();
             if let Err(e) = self.materialize(None) {
                 tracing::warn!(error = %e, "could not write read-ahead frames; starting a new snapshot");
@@ -383,7 +419,15 @@ impl Shipper {
     /// Reads committed frames from `start` into the deferred set and moves the position past
     /// them (its TXID moves when they are written). Returns whether the byte limit stopped it.
     fn read_frames(&mut self, f: &File, h: &WalHeader, start: u64, seed: (u32, u32), max: Option<u64>) -> Result<bool> {
-        let scan = wal::scan(f, h, start, seed, max).map_err(|e| Error::io("read", &self.wal_path, e))?;
+        let scan = match self.index_scan(h, start, max)? {
+            Some(s) => s,
+            None => wal::scan(f, h, start, seed, max).map_err(|e| Error::io("read", &self.wal_path, e))?,
+        };
+        if self.wal_salts != (h.salt1, h.salt2) {
+            // Offsets of another generation mean nothing in this one.
+            self.wal_map.clear();
+            self.wal_salts = (h.salt1, h.salt2);
+        }
         if scan.frames == 0 {
             if start == WAL_HEADER_SIZE
                 && let Some(p) = self.pos.as_mut()
@@ -393,10 +437,7 @@ impl Shipper {
             }
             return Ok(false);
         }
-        if self.wal_salts != (h.salt1, h.salt2) {
-            self.wal_map.clear();
-            self.wal_salts = (h.salt1, h.salt2);
-        }
+        self.frames_read += scan.frames;
         for (p, o) in &scan.pages {
             self.wal_map.insert(*p, *o);
         }
@@ -420,6 +461,42 @@ impl Shipper {
         Ok(scan.limited)
     }
 
+    /// The committed frames after `start` per SQLite's WAL index rather than the WAL: page
+    /// numbers without reading pages or checksums. `None` when the index cannot answer (not
+    /// there, another generation, or a byte limit that needs commit boundaries): then the WAL
+    /// is scanned. Stable while we read it: a restart needs all frames copied and none of
+    /// our read marks above 0, and mark 0 forbids copying the frames we have yet to read.
+    fn index_scan(&self, h: &WalHeader, start: u64, max: Option<u64>) -> Result<Option<wal::Scan>> {
+        let Some(shm) = &self.shm else { return Ok(None) };
+        let io = |e| Error::io("read", &self.shm_path, e);
+        let Some(ih) = shm::read_header(shm).map_err(io)? else { return Ok(None) };
+        let fs = h.frame_size();
+        let first = (start - WAL_HEADER_SIZE) / fs + 1;
+        if ih.salts != (h.salt1, h.salt2) || ih.max_frame + 1 < first {
+            return Ok(None);
+        }
+        let frames = ih.max_frame + 1 - first;
+        if max.is_some_and(|m| frames * fs > m) {
+            return Ok(None);
+        }
+        let mut scan = wal::Scan { end: start, checksum: ih.frame_checksum, ..wal::Scan::default() };
+        if frames == 0 {
+            return Ok(Some(scan));
+        }
+        let pgnos = shm::read_pgnos(shm, first, ih.max_frame).map_err(io)?;
+        if pgnos.contains(&0) {
+            return Ok(None);
+        }
+        for (i, p) in pgnos.iter().enumerate() {
+            scan.pages.insert(*p, WAL_HEADER_SIZE + (first - 1 + i as u64) * fs);
+        }
+        scan.pages.retain(|p, _| *p <= ih.db_pages);
+        scan.end = WAL_HEADER_SIZE + ih.max_frame * fs;
+        scan.commit = ih.db_pages;
+        scan.frames = frames;
+        Ok(Some(scan))
+    }
+
     /// Writes the deferred pages, as of the position, into one local L0 file.
     fn materialize(&mut self, wal: Option<&File>) -> Result<Option<Synced>> {
         let (Some(d), Some(pos)) = (self.deferred.as_ref(), self.pos) else { return Ok(None) };
@@ -433,36 +510,36 @@ impl Shipper {
             }
         }
         pgnos.sort_unstable();
+        // The header records where the position is in the WAL: the span's start, or the
+        // current generation's first frame if the span crossed a restart.
+        let start = if d.salts == pos.salts { d.start } else { WAL_HEADER_SIZE };
         let txid = self.next_txid();
         let mut header = Header::new(self.page_size, commit, txid, txid, now_ms());
-        header.wal_offset = d.start as i64;
-        header.wal_size = (pos.end - d.start) as i64;
-        (header.wal_salt1, header.wal_salt2) = d.salts;
+        header.wal_offset = start as i64;
+        header.wal_size = pos.end.saturating_sub(start) as i64;
+        (header.wal_salt1, header.wal_salt2) = pos.salts;
         self.emit(header, &pgnos, wal, true)?;
         self.deferred = None;
         self.pos = Some(Position { txid, ..pos });
         Ok(Some(Synced { header, pages: pgnos.len(), full: false, more: false }))
     }
 
-    /// Reads every committed frame into the deferred set without writing a file (the plain
-    /// case: same WAL generation, known position); anything else takes a full [`sync_all`].
+    /// Reads every committed frame into the deferred set without writing a file, following
+    /// WAL restarts; without a running position it takes a full [`sync_all`] instead.
     /// `handoff` then moves the read lock to the end read.
     ///
     /// [`sync_all`]: Shipper::sync_all
     fn read_ahead(&mut self, handoff: bool) -> Result<Option<Synced>> {
-        let Some(pos) = self.pos.filter(|_| self.running) else { return self.sync_all() };
-        let Ok(f) = File::open(&self.wal_path) else { return self.sync_all() };
-        match wal::read_header(&f).map_err(|e| Error::io("read", &self.wal_path, e))? {
-            Some(h) if (h.salt1, h.salt2) == pos.salts => {
-                self.check_same_file()?;
-                self.read_frames(&f, &h, pos.end, pos.checksum, None)?;
-                if handoff {
-                    self.handoff()?;
-                }
-                Ok(None)
-            }
-            _ => self.sync_all(),
+        if self.pos.is_none() || !self.running || !self.wal_path.exists() {
+            return self.sync_all();
         }
+        self.check_same_file()?;
+        if handoff {
+            self.handoff()?
+        } else {
+            self.catch_up()?
+        }
+        Ok(None)
     }
 
     /// Writes every page 1..commit as of the end of `scan` (or of the database file alone).

@@ -132,8 +132,10 @@ pub fn scan(wal: &File, hdr: &WalHeader, start: u64, seed: (u32, u32), max_bytes
     let mut pending: Vec<(u32, u64)> = Vec::new();
     let mut sum = seed;
     let mut off = start;
-    // Read in large chunks: one syscall per ~1 MiB rather than per frame.
-    let per_chunk = ((1 << 20) / fs).max(1);
+    // Read in large chunks: one syscall per ~1 MiB rather than per frame; a buffer no larger
+    // than what the file holds past `start` (most scans find a few frames or none).
+    let avail = wal.metadata()?.len().saturating_sub(start) as usize;
+    let per_chunk = ((1 << 20) / fs).clamp(1, avail.div_ceil(fs).max(1));
     let mut buf = vec![0u8; per_chunk * fs];
     'outer: loop {
         let n = read_up_to(wal, &mut buf, off)?;

@@ -1,7 +1,6 @@
 //! Checkpoints and the write barrier: the only moments Sluice lets SQLite restart the WAL,
 //! always after capturing every frame the restart will discard.
 
-use std::fs::File;
 use std::time::Duration;
 
 use super::{Checkpoint, Shipper, Synced};
@@ -34,9 +33,9 @@ impl Shipper {
         // blocks the application for well under a millisecond instead of for a whole capture.
         let mut pre = None;
         for _ in 0..PRE_ROUNDS {
-            let before = self.wal_frames();
+            let before = self.frames_read;
             pre = self.read_ahead(true)?.or(pre);
-            if self.wal_frames().saturating_sub(before) <= BARRIER_FRAMES {
+            if self.frames_read - before <= BARRIER_FRAMES {
                 break;
             }
             let _ = passive(&self.readers[1 - self.active]);
@@ -49,10 +48,8 @@ impl Shipper {
         let result = self.checkpoint_under_barrier();
         let _ = self.barrier.execute_batch("ROLLBACK");
         tracing::debug!(held_us = held.elapsed().as_micros() as u64, "write barrier released");
-        // Everything read since the last file goes into one, now that the application runs
-        // again (see `Deferred` for why the pages read now are the position's).
-        let wal = File::open(&self.wal_path).ok();
-        let written = self.materialize(wal.as_ref())?.or(pre);
+        // What was read stays deferred: the next capture writes it with whatever follows.
+        let written = pre;
         let result = result?;
         if truncate && matches!(result, Checkpoint::Done { .. }) {
             // TRUNCATE needs the write lock. Our reader now sits on read mark 0 (the WAL is
