@@ -14,6 +14,7 @@ mod args;
 mod daemon;
 mod logging;
 mod ltx_cmd;
+mod malloc;
 mod replica;
 mod replicate_cmd;
 mod restore_cmd;
@@ -43,6 +44,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    malloc::tune();
     let cli = Cli::parse_from(args::normalize(std::env::args()));
     logging::init(cli.log_level.as_deref());
     // Few blocking threads: each one that allocates gets its own malloc arena, which glibc
