@@ -103,3 +103,44 @@ fn checkpoints_and_wal_restarts_lose_nothing() {
     let meta = MetaDir::open(meta_root).unwrap();
     assert_local_chain_rebuilds(&meta, &db, dir.path());
 }
+
+/// A daemon killed between a checkpoint and its next local file resumes after the WAL
+/// restart from its journal (no full image); one more restart behind its back, and it must
+/// write a full image instead. Either way the local chain rebuilds the database.
+#[test]
+fn a_stop_after_a_checkpoint_resumes_only_across_one_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let c = app(&db);
+    c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)").unwrap();
+    let meta_root = dir.path().join(".c.db-litestream");
+    let mut s = Shipper::open(&db, meta_root.clone(), TxId(0), opts(0)).unwrap();
+    assert!(s.sync_all().unwrap().unwrap().full);
+    insert(&c, 0, 200);
+    s.sync_all().unwrap();
+    insert(&c, 200, 200);
+    c.execute("UPDATE t SET v = 'x' WHERE id < 50", []).unwrap();
+    // Frames read by the checkpoint stay in memory until the next sync, which never comes.
+    let (ck, written) = s.checkpoint(false).unwrap();
+    assert!(matches!(ck, Checkpoint::Done { .. }) && written.is_none());
+    drop(s);
+    insert(&c, 400, 100); // restarts the WAL
+    let mut s = Shipper::open(&db, meta_root.clone(), TxId(0), opts(0)).unwrap();
+    let resumed = s.sync_all().unwrap().unwrap();
+    assert!(!resumed.full, "one restart after the journal's checkpoint: resume, no full image");
+    let meta = MetaDir::open(meta_root.clone()).unwrap();
+    assert_local_chain_rebuilds(&meta, &db, dir.path());
+
+    // Again, but the application checkpoints and restarts the WAL once more while stopped.
+    insert(&c, 500, 200);
+    s.sync_all().unwrap();
+    insert(&c, 700, 100);
+    assert!(matches!(s.checkpoint(false).unwrap().0, Checkpoint::Done { .. }));
+    drop(s);
+    insert(&c, 800, 100);
+    c.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())).unwrap();
+    insert(&c, 900, 100);
+    let mut s = Shipper::open(&db, meta_root, TxId(0), opts(0)).unwrap();
+    assert!(s.sync_all().unwrap().unwrap().full, "two restarts behind the journal: a full image");
+    assert_local_chain_rebuilds(&meta, &db, dir.path());
+}

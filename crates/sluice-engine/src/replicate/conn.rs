@@ -27,7 +27,9 @@ pub(crate) fn passive(c: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
     let deadline = std::time::Instant::now() + Duration::from_millis(250);
     let mut retries = 0u32;
     loop {
-        let r = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
+        let r = c
+            .prepare_cached("PRAGMA wal_checkpoint(PASSIVE)")
+            .and_then(|mut st| st.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))));
         match r {
             Ok((_, -1, _)) if std::time::Instant::now() < deadline => {
                 retries += 1;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use sluice_ltx::TxId;
 use sluice_storage::ReplicaClient;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -21,6 +22,7 @@ use crate::replicate::metrics::DbMetrics;
 use crate::replicate::poll::{self, WalWatch};
 use crate::replicate::shipper::{Checkpoint, ShipperOptions};
 use crate::replicate::uploader::{note_pending, upload_pending};
+use crate::restore::SNAPSHOT_LEVEL;
 
 /// Wait before retrying a checkpoint that another reader kept from completing.
 const FIRST_PARTIAL_BACKOFF: Duration = Duration::from_millis(20);
@@ -83,6 +85,8 @@ pub async fn replicate(
     // First capture: a full image when there is no usable position.
     let first = shipper.sync().await?;
     let needs_snapshot = first.as_ref().is_some_and(|s| s.full) || lock(&index).files(9).is_empty();
+    // A first full image at TXID 1 becomes the first snapshot as it is uploaded.
+    let first_image = first.as_ref().filter(|s| s.full).map_or(TxId(u64::MAX), |s| s.header.max_txid);
     let uploaded = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
@@ -105,6 +109,7 @@ pub async fn replicate(
         metrics.clone(),
         opts.clone(),
         needs_snapshot,
+        first_image,
         uploaded.clone(),
         stop_rx,
     ));
@@ -374,6 +379,7 @@ async fn maintenance_loop(
     metrics: Arc<DbMetrics>,
     opts: ReplicateOptions,
     mut needs_snapshot: bool,
+    first_txid: TxId,
     uploaded: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
@@ -388,6 +394,11 @@ async fn maintenance_loop(
                 _ = uploaded.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)), if snapshot_failed => {}
                 _ = stop.changed() => return Ok(()),
+            }
+            if lock(&index).level_max(SNAPSHOT_LEVEL) >= first_txid {
+                // The uploader filed the first image as the snapshot.
+                needs_snapshot = false;
+                continue;
             }
             match compaction::snapshot(&client, &shipper, &index, &metrics).await {
                 Ok(_) => needs_snapshot = false,

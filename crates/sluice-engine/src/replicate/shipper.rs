@@ -8,7 +8,7 @@
 //! overwritten after we have read them. Full checkpoints happen under a brief write barrier,
 //! after reading every frame, so the restart that follows discards nothing unread.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,7 @@ use crate::replicate::wal::{self, FRAME_HEADER_SIZE, WAL_HEADER_SIZE, WalHeader}
 
 // Checkpoints and the write barrier, and snapshots, in their own files.
 mod checkpoint;
+mod journal;
 mod snapshot;
 
 pub use snapshot::SnapshotView;
@@ -177,7 +178,7 @@ impl Shipper {
             page_size,
             opts,
             pos: None,
-            wal_map: HashMap::new(),
+            wal_map: HashMap::default(),
             wal_salts: (0, 0),
             floor: TxId(remote_max.0 + 1),
             running: false,
@@ -208,13 +209,11 @@ impl Shipper {
     }
 
     fn begin_read(&mut self, i: usize) -> Result<()> {
-        self.readers[i]
-            .execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema;")
-            .map_err(|e| sqlite_err("begin read transaction on", &self.db_path, e))
+        begin_read(&self.readers[i]).map_err(|e| sqlite_err("begin read transaction on", &self.db_path, e))
     }
 
     fn end_read(&mut self, i: usize) {
-        let _ = self.readers[i].execute_batch("ROLLBACK");
+        let _ = self.readers[i].prepare_cached("ROLLBACK").and_then(|mut st| st.execute([]));
     }
 
     /// Moves our read lock forward without ever dropping it, and never past the position:
@@ -268,7 +267,9 @@ impl Shipper {
         };
         let end = (h.wal_offset + h.wal_size) as u64;
         if h.wal_offset == 0 || (hdr.salt1, hdr.salt2) != (h.wal_salt1, h.wal_salt2) {
-            tracing::info!("WAL changed while replication was stopped; starting a new snapshot");
+            if !self.resume_from_journal(h.max_txid, &hdr) {
+                tracing::info!("WAL changed while replication was stopped; starting a new snapshot");
+            }
             return Ok(());
         }
         let Some(checksum) =
@@ -447,7 +448,7 @@ impl Shipper {
             start,
             salts: (h.salt1, h.salt2),
             prev_commit,
-            pgnos: HashSet::new(),
+            pgnos: HashSet::default(),
         });
         d.pgnos.extend(scan.pages.keys().copied());
         let txid = self.pos.map_or(TxId(0), |p| p.txid);
@@ -520,6 +521,7 @@ impl Shipper {
         (header.wal_salt1, header.wal_salt2) = pos.salts;
         self.emit(header, &pgnos, wal, true)?;
         self.deferred = None;
+        self.clear_journal();
         self.pos = Some(Position { txid, ..pos });
         Ok(Some(Synced { header, pages: pgnos.len(), full: false, more: false }))
     }
@@ -602,6 +604,15 @@ impl Shipper {
     pub fn wal_frames(&self) -> u64 {
         self.pos.map_or(0, |p| p.end.saturating_sub(WAL_HEADER_SIZE) / (FRAME_HEADER_SIZE + u64::from(self.page_size)))
     }
+}
+
+/// Opens a read transaction that holds a read mark (a plain `BEGIN` takes none until the
+/// first read). Statements are cached: this runs hundreds of times a second under load.
+pub(crate) fn begin_read(c: &Connection) -> rusqlite::Result<()> {
+    c.prepare_cached("BEGIN")?.execute([])?;
+    c.prepare_cached("SELECT count(*) FROM sqlite_schema")?.query_row([], |_| Ok(())).inspect_err(|_| {
+        let _ = c.execute_batch("ROLLBACK");
+    })
 }
 
 /// Reads a page from its WAL frame (per `map`) or else from the database file.

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::replicate::index::{SharedIndex, lock};
 use crate::replicate::local::MetaDir;
 use crate::replicate::metrics::DbMetrics;
+use crate::restore::SNAPSHOT_LEVEL;
 
 /// Most local files merged into one upload (Litestream's `max-sync-ltx-files`).
 pub const MAX_FILES_PER_UPLOAD: usize = 256;
@@ -43,8 +44,27 @@ pub async fn upload_pending(
             return Ok(remote_max);
         };
         let (path, ts) = merge_local(meta, &pending).await?;
-        let result = client.put_file(0, first, last, &path, ts).await;
+        let mut result = client.put_file(0, first, last, &path, ts).await;
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if result.is_ok() && (first, last) == (TxId(1), TxId(1)) && lock(index).files(SNAPSHOT_LEVEL).is_empty() {
+            // A new replica's first file is a full image at TXID 1, byte for byte what its
+            // first level-9 snapshot would be: upload it there too instead of encoding the
+            // database a second time.
+            result = client.put_file(SNAPSHOT_LEVEL, first, last, &path, ts).await.map(|_| {
+                lock(index).add(FileInfo {
+                    level: SNAPSHOT_LEVEL,
+                    min_txid: first,
+                    max_txid: last,
+                    size,
+                    created_at: ts,
+                });
+                metrics.snapshots.fetch_add(1, Ordering::Relaxed);
+                metrics.files_uploaded.fetch_add(1, Ordering::Relaxed);
+                metrics.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
+                tracing::info!(txid = %last, bytes = size, "uploaded snapshot (the first image)");
+                0
+            });
+        }
         let _ = std::fs::remove_file(&path);
         match result {
             Ok(_) => {}

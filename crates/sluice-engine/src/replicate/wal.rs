@@ -9,7 +9,7 @@
 //! frame, and only frames up to the last commit frame count: a torn or uncommitted tail is
 //! never read as data.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -26,7 +26,9 @@ const MAGIC_BE: u32 = 0x377f_0683;
 pub struct WalHeader {
     /// Database page size.
     pub page_size: u32,
-    /// Salt 1: changes on every WAL restart.
+    /// Checkpoint sequence number: one more on every WAL restart.
+    pub checkpoint_seq: u32,
+    /// Salt 1: one more on every WAL restart.
     pub salt1: u32,
     /// Salt 2: random on every WAL restart.
     pub salt2: u32,
@@ -84,7 +86,14 @@ pub fn read_header(wal: &File) -> io::Result<Option<WalHeader>> {
     if sum != (be32(&b, 24), be32(&b, 28)) {
         return Ok(None);
     }
-    Ok(Some(WalHeader { page_size, salt1: be32(&b, 16), salt2: be32(&b, 20), checksum: sum, big_endian }))
+    Ok(Some(WalHeader {
+        page_size,
+        checkpoint_seq: be32(&b, 12),
+        salt1: be32(&b, 16),
+        salt2: be32(&b, 20),
+        checksum: sum,
+        big_endian,
+    }))
 }
 
 /// Reads the checksum stored in the frame that ends at `end` (the seed for frames after it).

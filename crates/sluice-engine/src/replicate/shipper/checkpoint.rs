@@ -1,11 +1,13 @@
 //! Checkpoints and the write barrier: the only moments Sluice lets SQLite restart the WAL,
 //! always after capturing every frame the restart will discard.
 
+use std::fs::File;
 use std::time::Duration;
 
 use super::{Checkpoint, Shipper, Synced};
 use crate::error::Result;
 use crate::replicate::conn::{passive, sqlite_err};
+use crate::replicate::wal;
 
 /// Rounds of read-and-copy before the barrier, each copying what the application committed
 /// during the previous one, until at most [`BARRIER_FRAMES`] frames are left for the barrier:
@@ -53,6 +55,14 @@ impl Shipper {
         // What was read stays deferred: the next capture writes it with whatever follows.
         let written = pre;
         let result = result?;
+        if matches!(result, Checkpoint::Done { .. })
+            && let Some(hdr) = File::open(&self.wal_path).ok().and_then(|f| wal::read_header(&f).ok().flatten())
+            && self.pos.is_some_and(|p| p.salts == (hdr.salt1, hdr.salt2))
+        {
+            // The WAL may restart any moment now: a crash before the next local file can
+            // resume from the journal instead of a full image.
+            self.save_journal(&hdr);
+        }
         if truncate && matches!(result, Checkpoint::Done { .. }) {
             // TRUNCATE needs the write lock. Our reader now sits on read mark 0 (the WAL is
             // fully copied), which forbids copying any newer frame, so TRUNCATE either finds

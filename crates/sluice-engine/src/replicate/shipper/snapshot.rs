@@ -3,7 +3,7 @@
 //! image; the shipper meanwhile keeps capturing and checkpointing (checkpoints cannot copy
 //! past the snapshot's read mark until it ends, so the WAL grows for the snapshot's duration).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,8 +33,7 @@ impl Shipper {
             return Ok(None);
         }
         let pinned = self.sync_all().and_then(|_| {
-            self.snap_reader
-                .execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema;")
+            super::begin_read(&self.snap_reader)
                 .map_err(|e| super::sqlite_err("begin snapshot read on", &self.db_path, e))
         });
         let _ = self.barrier.execute_batch("ROLLBACK");
