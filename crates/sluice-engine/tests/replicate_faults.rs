@@ -527,3 +527,49 @@ async fn uploaded_pages_are_compressed() {
     let restored = restore_latest(&client, dir.path(), "restored.db").await;
     assert_eq!(rows(&restored).len() as u64, last, "restore lacks committed rows");
 }
+
+/// Periodic snapshots are merged from the replica's own files (the previous snapshot and the
+/// chain after it): each one alone restores exactly the state that the older snapshot plus
+/// the chain restore at the same TXID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merged_snapshots_equal_the_chain_they_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    create_db(&db);
+    let store = memory_store();
+    let client = clean_client(&store);
+    let r = Running::start(&db, client.clone());
+    let writer = Writer::start(&db, "snap", Duration::from_millis(2));
+    // The snapshot interval is 3 s: wait for two snapshots after the first image.
+    let enough = wait_for(Duration::from_secs(30), || r.metrics.snapshots.load(Ordering::Relaxed) >= 3).await;
+    writer.finish();
+    assert!(enough, "fewer than 3 snapshots in 30 s");
+    r.sync().await.unwrap();
+    r.stop().await.unwrap();
+
+    let mut snapshots = client.list_level(9).await.unwrap();
+    snapshots.sort_by_key(|f| std::cmp::Reverse(f.max_txid));
+    let merged: Vec<FileInfo> = snapshots.into_iter().filter(|f| f.max_txid > TxId(1)).collect();
+    assert!(merged.len() >= 2, "expected periodic snapshots past the first image: {merged:?}");
+    for (i, snap) in merged.iter().enumerate() {
+        let opts = RestoreOptions { target: restore::Target::Txid(snap.max_txid), ..RestoreOptions::default() };
+        let from_snap = dir.path().join(format!("snap-{i}.db"));
+        let s = restore::restore(&client, &from_snap, &opts).await.unwrap();
+        assert_eq!(
+            (s.plan.len(), s.plan[0].level),
+            (1, 9),
+            "restore to {} should use its snapshot alone",
+            snap.max_txid
+        );
+        // Without it, the same TXID comes from an older snapshot and the chain.
+        client.delete(std::slice::from_ref(snap)).await.unwrap();
+        let from_chain = dir.path().join(format!("chain-{i}.db"));
+        let s = restore::restore(&client, &from_chain, &opts).await.unwrap();
+        assert!(s.plan.len() > 1, "restore to {} without its snapshot used {:?}", snap.max_txid, s.plan);
+        let got = rows(&from_snap);
+        assert!(!got.is_empty());
+        assert_eq!(got, rows(&from_chain), "snapshot {} differs from the chain it replaces", snap.max_txid);
+        let c = rusqlite::Connection::open(&from_snap).unwrap();
+        assert_eq!(c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0)).unwrap(), "ok");
+    }
+}

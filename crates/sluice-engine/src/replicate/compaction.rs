@@ -110,8 +110,88 @@ async fn fetch_inputs(
     Ok(out)
 }
 
-/// Uploads a level-9 snapshot of the current position if it is newer than the last one.
+/// Uploads a level-9 snapshot if the replica has moved past the last one: merged from the
+/// replica's own files when it has a snapshot to start from, else read from the database.
 pub async fn snapshot(
+    client: &ReplicaClient,
+    meta: &MetaDir,
+    shipper: &ShipperHandle,
+    index: &SharedIndex,
+    metrics: &DbMetrics,
+) -> Result<Option<FileInfo>> {
+    match from_replica(client, meta, index, metrics).await? {
+        FromReplica::Done(info) => return Ok(Some(info)),
+        FromReplica::UpToDate => return Ok(None),
+        FromReplica::NoBase => {}
+    }
+    from_database(client, shipper, index, metrics).await
+}
+
+enum FromReplica {
+    Done(FileInfo),
+    /// The last snapshot already reaches the replica's end.
+    UpToDate,
+    /// No snapshot to start from, or no gap-free chain after it.
+    NoBase,
+}
+
+/// A snapshot merged from the newest snapshot and the files that follow it (the restore
+/// plan of the latest state), as Litestream 0.5 builds them: pages are copied as compressed
+/// blocks, and neither the database nor a read transaction is involved, so checkpoints go
+/// on meanwhile (a snapshot read from the database holds the WAL for its whole duration).
+async fn from_replica(
+    client: &ReplicaClient,
+    meta: &MetaDir,
+    index: &SharedIndex,
+    metrics: &DbMetrics,
+) -> Result<FromReplica> {
+    let (files, last_snapshot, uploaded) = {
+        let idx = lock(index);
+        let files: Vec<FileInfo> = (0..=SNAPSHOT_LEVEL).flat_map(|l| idx.files(l).to_vec()).collect();
+        (files, idx.level_max(SNAPSHOT_LEVEL), idx.uploaded_max())
+    };
+    if last_snapshot == TxId(0) {
+        return Ok(FromReplica::NoBase);
+    }
+    if last_snapshot >= uploaded {
+        return Ok(FromReplica::UpToDate);
+    }
+    let plan = match crate::restore::plan::plan(&files, crate::restore::Target::Latest, client.description()) {
+        Ok(p) if p.first().is_some_and(|f| f.level == SNAPSHOT_LEVEL) && p.len() > 1 => p,
+        Ok(_) => return Ok(FromReplica::NoBase),
+        Err(e) => {
+            tracing::info!(error = %e, "cannot merge a snapshot from the replica; reading the database instead");
+            return Ok(FromReplica::NoBase);
+        }
+    };
+    let max = plan[plan.len() - 1].max_txid;
+    let work = meta.root().join(format!("compact-{SNAPSHOT_LEVEL}-{}-{max}", TxId(1)));
+    std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
+    let result = async {
+        let paths = fetch_inputs(client, meta, &plan, &work).await?;
+        let out = work.join("out.ltx");
+        let out2 = out.clone();
+        tokio::task::spawn_blocking(move || merge_files(&paths, &out2))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))??;
+        let ts = header_time(&out)?;
+        let size = client.put_file(SNAPSHOT_LEVEL, TxId(1), max, &out, ts).await?;
+        Ok::<_, Error>(FileInfo { level: SNAPSHOT_LEVEL, min_txid: TxId(1), max_txid: max, size, created_at: ts })
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&work);
+    let info = result?;
+    lock(index).add(info.clone());
+    metrics.snapshots.fetch_add(1, Ordering::Relaxed);
+    metrics.files_uploaded.fetch_add(1, Ordering::Relaxed);
+    metrics.bytes_uploaded.fetch_add(info.size, Ordering::Relaxed);
+    tracing::info!(txid = %max, bytes = info.size, inputs = plan.len(), "uploaded snapshot (merged from the replica)");
+    Ok(FromReplica::Done(info))
+}
+
+/// A snapshot of the current position read from the database (pinned by a read
+/// transaction while it is encoded).
+async fn from_database(
     client: &ReplicaClient,
     shipper: &ShipperHandle,
     index: &SharedIndex,

@@ -400,7 +400,7 @@ async fn maintenance_loop(
                 needs_snapshot = false;
                 continue;
             }
-            match compaction::snapshot(&client, &shipper, &index, &metrics).await {
+            match compaction::snapshot(&client, &meta, &shipper, &index, &metrics).await {
                 Ok(_) => needs_snapshot = false,
                 Err(e) => {
                     snapshot_failed = true;
@@ -440,7 +440,7 @@ async fn maintenance_loop(
         }
         if snap_due <= now {
             snap_due = next_boundary(opts.snapshot_interval);
-            match compaction::snapshot(&client, &shipper, &index, &metrics).await {
+            match compaction::snapshot(&client, &meta, &shipper, &index, &metrics).await {
                 Ok(Some(_)) => {
                     if let Err(e) =
                         compaction::enforce_snapshot_retention(&client, &index, &opts.retention, &metrics).await
