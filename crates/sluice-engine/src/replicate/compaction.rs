@@ -56,10 +56,29 @@ pub async fn compact_level(
     };
     let (Some(first), Some(last)) = (inputs.first(), inputs.last()) else { return Ok(None) };
     let (min, max) = (first.min_txid, last.max_txid);
+    let info = merge_and_put(client, meta, &inputs, level, min, max).await?;
+    lock(index).add(info.clone());
+    metrics.compactions.fetch_add(1, Ordering::Relaxed);
+    metrics.files_uploaded.fetch_add(1, Ordering::Relaxed);
+    metrics.bytes_uploaded.fetch_add(info.size, Ordering::Relaxed);
+    tracing::info!(level, min = %min, max = %max, after = %dst_max, "compacted");
+    Ok(Some(info))
+}
+
+/// Merges `inputs` (in order) into one file uploaded as `level`/`min`-`max`, in a work
+/// directory of the meta directory that is removed afterwards (and at start after a crash).
+async fn merge_and_put(
+    client: &ReplicaClient,
+    meta: &MetaDir,
+    inputs: &[FileInfo],
+    level: u8,
+    min: TxId,
+    max: TxId,
+) -> Result<FileInfo> {
     let work = meta.root().join(format!("compact-{level}-{min}-{max}"));
     std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
     let result = async {
-        let paths = fetch_inputs(client, meta, &inputs, &work).await?;
+        let paths = fetch_inputs(client, meta, inputs, &work).await?;
         let out = work.join("out.ltx");
         let out2 = out.clone();
         tokio::task::spawn_blocking(move || merge_files(&paths, &out2))
@@ -71,13 +90,7 @@ pub async fn compact_level(
     }
     .await;
     let _ = std::fs::remove_dir_all(&work);
-    let info = result?;
-    lock(index).add(info.clone());
-    metrics.compactions.fetch_add(1, Ordering::Relaxed);
-    metrics.files_uploaded.fetch_add(1, Ordering::Relaxed);
-    metrics.bytes_uploaded.fetch_add(info.size, Ordering::Relaxed);
-    tracing::info!(level, min = %min, max = %max, after = %dst_max, "compacted");
-    Ok(Some(info))
+    result
 }
 
 /// Local paths of the inputs: local L0 copies when every TXID is present locally,
@@ -165,22 +178,7 @@ async fn from_replica(
         }
     };
     let max = plan[plan.len() - 1].max_txid;
-    let work = meta.root().join(format!("compact-{SNAPSHOT_LEVEL}-{}-{max}", TxId(1)));
-    std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
-    let result = async {
-        let paths = fetch_inputs(client, meta, &plan, &work).await?;
-        let out = work.join("out.ltx");
-        let out2 = out.clone();
-        tokio::task::spawn_blocking(move || merge_files(&paths, &out2))
-            .await
-            .map_err(|e| Error::Task(e.to_string()))??;
-        let ts = header_time(&out)?;
-        let size = client.put_file(SNAPSHOT_LEVEL, TxId(1), max, &out, ts).await?;
-        Ok::<_, Error>(FileInfo { level: SNAPSHOT_LEVEL, min_txid: TxId(1), max_txid: max, size, created_at: ts })
-    }
-    .await;
-    let _ = std::fs::remove_dir_all(&work);
-    let info = result?;
+    let info = merge_and_put(client, meta, &plan, SNAPSHOT_LEVEL, TxId(1), max).await?;
     lock(index).add(info.clone());
     metrics.snapshots.fetch_add(1, Ordering::Relaxed);
     metrics.files_uploaded.fetch_add(1, Ordering::Relaxed);
