@@ -94,7 +94,7 @@ pub(crate) fn build_store(t: &Target, description: &str, env: EnvFn<'_>) -> Resu
                 (None, _) => b.with_virtual_hosted_style_request(true),
             };
             // Over TLS the body needs no SHA-256 in the signature (TLS protects it, LTX files
-            // carry their own CRCs): hashing every upload would cost a core-second per GB.
+            // carry their own CRCs); hashing was 3.5% of the daemon's CPU at 100 tx/s to S3.
             // A plain-HTTP endpoint keeps the signed payload, its only integrity check.
             let tls = t.endpoint.as_deref().is_none_or(|ep| ep.starts_with("https://"));
             b = b.with_unsigned_payload(tls);

@@ -86,7 +86,7 @@ pub async fn replicate(
     let first = shipper.sync().await?;
     let needs_snapshot = first.as_ref().is_some_and(|s| s.full) || lock(&index).files(9).is_empty();
     // A first full image at TXID 1 becomes the first snapshot as it is uploaded.
-    let first_image = first.as_ref().filter(|s| s.full).map_or(TxId(u64::MAX), |s| s.header.max_txid);
+    let first_image = first.as_ref().filter(|s| s.full).map(|s| s.header.max_txid);
     let uploaded = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
@@ -379,7 +379,7 @@ async fn maintenance_loop(
     metrics: Arc<DbMetrics>,
     opts: ReplicateOptions,
     mut needs_snapshot: bool,
-    first_txid: TxId,
+    first_image: Option<TxId>,
     uploaded: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
@@ -395,7 +395,7 @@ async fn maintenance_loop(
                 _ = tokio::time::sleep(Duration::from_secs(1)), if snapshot_failed => {}
                 _ = stop.changed() => return Ok(()),
             }
-            if lock(&index).level_max(SNAPSHOT_LEVEL) >= first_txid {
+            if first_image.is_some_and(|t| lock(&index).level_max(SNAPSHOT_LEVEL) >= t) {
                 // The uploader filed the first image as the snapshot.
                 needs_snapshot = false;
                 continue;

@@ -100,6 +100,8 @@ pub struct Shipper {
     wal_map: HashMap<u32, u64>,
     /// Salts of the generation `wal_map` points into.
     wal_salts: (u32, u32),
+    /// The WAL header last read frames from (the journal records its checkpoint sequence).
+    wal_header: Option<WalHeader>,
     /// Next TXID never to go below (the replica's max + 1).
     floor: TxId,
     /// Set after the first sync of this process: from then on every WAL restart happened
@@ -180,6 +182,7 @@ impl Shipper {
             pos: None,
             wal_map: HashMap::default(),
             wal_salts: (0, 0),
+            wal_header: None,
             floor: TxId(remote_max.0 + 1),
             running: false,
             deferred: None,
@@ -424,6 +427,7 @@ impl Shipper {
             Some(s) => s,
             None => wal::scan(f, h, start, seed, max).map_err(|e| Error::io("read", &self.wal_path, e))?,
         };
+        self.wal_header = Some(*h);
         if self.wal_salts != (h.salt1, h.salt2) {
             // Offsets of another generation mean nothing in this one.
             self.wal_map.clear();

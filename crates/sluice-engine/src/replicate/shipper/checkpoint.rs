@@ -1,13 +1,11 @@
 //! Checkpoints and the write barrier: the only moments Sluice lets SQLite restart the WAL,
 //! always after capturing every frame the restart will discard.
 
-use std::fs::File;
 use std::time::Duration;
 
 use super::{Checkpoint, Shipper, Synced};
 use crate::error::Result;
 use crate::replicate::conn::{passive, sqlite_err};
-use crate::replicate::wal;
 
 /// Rounds of read-and-copy before the barrier, each copying what the application committed
 /// during the previous one, until at most [`BARRIER_FRAMES`] frames are left for the barrier:
@@ -56,7 +54,7 @@ impl Shipper {
         let written = pre;
         let result = result?;
         if matches!(result, Checkpoint::Done { .. })
-            && let Some(hdr) = File::open(&self.wal_path).ok().and_then(|f| wal::read_header(&f).ok().flatten())
+            && let Some(hdr) = self.wal_header
             && self.pos.is_some_and(|p| p.salts == (hdr.salt1, hdr.salt2))
         {
             // The WAL may restart any moment now: a crash before the next local file can
