@@ -183,6 +183,7 @@ pub fn options(cfg: &Config, db: &DbConfig) -> ReplicateOptions {
             l0_retention: cfg.l0_retention,
         },
         shutdown_sync_timeout: cfg.shutdown_sync_timeout,
+        stall_timeout: sluice_engine::replicate::DEFAULT_STALL_TIMEOUT,
     }
 }
 

@@ -119,6 +119,14 @@ pub enum Error {
         /// What was found.
         reason: String,
     },
+    /// SQLite committed WAL frames that replication could not capture.
+    #[error("{db}: committed transactions are not being replicated: {reason}")]
+    Uncaptured {
+        /// The database.
+        db: PathBuf,
+        /// What the WAL index says was committed and why it was not read.
+        reason: String,
+    },
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

@@ -38,6 +38,7 @@ async fn wal_never_restarts_under_the_daemons_read_lock() {
             l0_retention: Duration::ZERO,
         },
         shutdown_sync_timeout: Duration::from_secs(10),
+        stall_timeout: Duration::from_secs(30),
     };
     let client = ReplicaClient::new(Arc::new(object_store::memory::InMemory::new()), StoreKind::File, "r");
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -52,6 +52,7 @@ fn options(db: &Path) -> ReplicateOptions {
             l0_retention: Duration::ZERO,
         },
         shutdown_sync_timeout: Duration::from_secs(10),
+        stall_timeout: Duration::from_secs(30),
     }
 }
 

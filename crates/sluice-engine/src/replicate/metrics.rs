@@ -32,6 +32,8 @@ pub struct DbMetrics {
     pub errors_sync: AtomicU64,
     /// Upload errors.
     pub errors_upload: AtomicU64,
+    /// Committed WAL frames found not captured after a sync.
+    pub errors_capture: AtomicU64,
     /// Compaction or snapshot errors.
     pub errors_compaction: AtomicU64,
     /// Checkpoint errors.
@@ -71,6 +73,7 @@ impl DbMetrics {
         g(out, "wal_bytes", load(&self.wal_bytes));
         for (op, a) in [
             ("sync", &self.errors_sync),
+            ("capture", &self.errors_capture),
             ("upload", &self.errors_upload),
             ("compaction", &self.errors_compaction),
             ("checkpoint", &self.errors_checkpoint),

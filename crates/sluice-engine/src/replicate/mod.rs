@@ -26,3 +26,6 @@ pub mod uploader;
 pub mod wal;
 
 pub use service::{ReplicateOptions, Request, replicate};
+
+/// How long committed frames may fail to be captured before replication of a database stops.
+pub const DEFAULT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

@@ -56,6 +56,9 @@ pub struct ReplicateOptions {
     pub retention: Retention,
     /// How long shutdown keeps trying to upload.
     pub shutdown_sync_timeout: Duration,
+    /// How long committed frames may fail to be captured before replication of the
+    /// database stops with an error (instead of idling while the database moves on).
+    pub stall_timeout: Duration,
 }
 
 /// Requests a running replicator accepts.
@@ -132,6 +135,8 @@ pub async fn replicate(
     let mut pending = false;
     let (mut observed, mut checkpointed_at) = (None, None);
     let mut last_capture = Instant::now() - opts.sync_interval;
+    // Since when committed frames have been failing to be captured.
+    let mut stalled_since: Option<Instant> = None;
     let result: Result<()> = loop {
         let mut checkpoint_now = false;
         tokio::select! {
@@ -190,8 +195,25 @@ pub async fn replicate(
             _ = shutdown.changed() => break Ok(()),
         }
         if !checkpoint_now {
-            match capture(&shipper, &metrics, &wake).await {
-                Ok(captured) => dirty |= captured,
+            let captured = capture(&shipper, &metrics, &wake).await;
+            last_capture = Instant::now();
+            match captured {
+                Ok(captured) => {
+                    dirty |= captured;
+                    if let Some(since) = stalled_since.take() {
+                        tracing::info!(db = %opts.db_path.display(), after = ?since.elapsed(), "capturing again");
+                    }
+                }
+                Err(e @ Error::Uncaptured { .. }) => {
+                    // Retried every sync interval (`pending` stays set); never idle silently.
+                    metrics.errors_capture.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "capture failed");
+                    let since = *stalled_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= opts.stall_timeout {
+                        break Err(e);
+                    }
+                    continue;
+                }
                 Err(e) => {
                     metrics.errors_sync.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "sync failed");
@@ -199,7 +221,6 @@ pub async fn replicate(
                 }
             }
             pending = false;
-            last_capture = Instant::now();
         }
         // The logical WAL size (frames of the current generation), not the file's length:
         // SQLite reuses the file after a restart without shrinking it.

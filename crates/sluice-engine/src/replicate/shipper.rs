@@ -393,6 +393,7 @@ impl Shipper {
     /// then moves the read lock forward. Moving it after a partial capture could let a
     /// checkpoint copy, and a restart discard, frames not yet read.
     pub fn sync_all(&mut self) -> Result<Option<Synced>> {
+        let before = self.index_header()?;
         let mut last = None;
         loop {
             match self.sync_once()? {
@@ -405,7 +406,62 @@ impl Shipper {
             }
         }
         self.handoff()?;
+        self.check_captured(before)?;
         Ok(last)
+    }
+
+    /// SQLite's WAL index header, if it can be read.
+    fn index_header(&self) -> Result<Option<shm::IndexHeader>> {
+        let Some(shm) = &self.shm else { return Ok(None) };
+        shm::read_header(shm).map_err(|e| Error::io("read", &self.shm_path, e))
+    }
+
+    /// Fails when frames that SQLite's WAL index counted as committed `before` a sync are
+    /// not captured after it: replication must never idle silently while the database moves
+    /// on (a WAL header we cannot parse, a WAL deleted under us, a bug).
+    fn check_captured(&self, before: Option<shm::IndexHeader>) -> Result<()> {
+        let Some(b) = before.filter(|b| b.max_frame > 0) else { return Ok(()) };
+        // A restart since `before` needed every frame checkpointed, which needs our read
+        // mark past them: those frames were read (see the module comment).
+        if self.index_header()?.is_none_or(|now| now.salts != b.salts) {
+            return Ok(());
+        }
+        let fs = FRAME_HEADER_SIZE + u64::from(self.page_size);
+        let need = WAL_HEADER_SIZE + b.max_frame * fs;
+        let reached = match self.pos {
+            Some(p) if p.salts == b.salts => {
+                if p.end >= need {
+                    return Ok(());
+                }
+                (p.end.saturating_sub(WAL_HEADER_SIZE) / fs).to_string()
+            }
+            _ => "none".into(),
+        };
+        let why = match File::open(&self.wal_path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                "the WAL file was deleted while the database is open".to_string()
+            }
+            Err(e) => format!("cannot open the WAL: {e}"),
+            Ok(f) => match wal::read_header(&f) {
+                Ok(None) => format!(
+                    "the WAL header is not readable (length {} bytes, database page size {})",
+                    f.metadata().map_or(0, |m| m.len()),
+                    self.page_size
+                ),
+                Ok(Some(h)) if (h.salt1, h.salt2) != b.salts => {
+                    "the WAL header's salts differ from the WAL index's".into()
+                }
+                Ok(Some(_)) => "frames were not read".into(),
+                Err(e) => format!("cannot read the WAL header: {e}"),
+            },
+        };
+        Err(Error::Uncaptured {
+            db: self.db_path.clone(),
+            reason: format!(
+                "the WAL index counts {} committed frames (salts {:08x} {:08x}), {reached} captured; {why}",
+                b.max_frame, b.salts.0, b.salts.1
+            ),
+        })
     }
 
     fn next_txid(&self) -> TxId {
