@@ -126,6 +126,14 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                     Ok((name, Ok(()))) => tracing::error!(db = %name, "stopped replicating"),
                     Err(e) => tracing::error!("replication task failed: {e}"),
                 }
+                // Fail closed: the application must never run on unprotected; its supervisor
+                // sees the non-zero exit and can restart both once the cause is fixed.
+                if child.is_some() {
+                    tracing::error!("replication stopped for a database; stopping the --exec command so it does not \
+                        run unreplicated");
+                    forward(&child, "TERM");
+                    break;
+                }
                 if tasks.is_empty() {
                     break;
                 }
@@ -184,6 +192,8 @@ pub fn options(cfg: &Config, db: &DbConfig) -> ReplicateOptions {
         },
         shutdown_sync_timeout: cfg.shutdown_sync_timeout,
         stall_timeout: sluice_engine::replicate::DEFAULT_STALL_TIMEOUT,
+        lease_ttl: cfg.lease_ttl,
+        max_pending_size: cfg.max_pending_size,
     }
 }
 

@@ -10,13 +10,11 @@
 
 mod common;
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use common::{free_port, run, sluice};
-use sluice_testkit::process::{ChildGuard, wait_until};
 use sluice_testkit::{fixtures, hash, peer, s3};
 
 /// Generous upper bound for one CLI run; a safety net against hangs, not a timing assertion
@@ -264,41 +262,12 @@ fn timestamp_before_first_snapshot_is_refused() {
 // ---------------------------------------------------------------------------------------------
 // S3 failures
 
-/// A second moto server with IAM auth enforced from the first request
-/// (`INITIAL_NO_AUTH_ACTION_COUNT=0`): unknown access keys get 403 InvalidAccessKeyId.
-struct AuthMoto {
-    _guard: ChildGuard,
-    endpoint: String,
-}
-
-fn start_auth_moto() -> AuthMoto {
-    let moto = peer::venv().join("bin/moto_server");
-    assert!(moto.is_file(), "moto_server not found at {}; {}", moto.display(), sluice_testkit::RUN_VIA_SCRIPTS_TEST);
-    for _attempt in 0..3 {
-        let port = free_port();
-        let mut cmd = Command::new(&moto);
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut guard = ChildGuard::spawn(&mut cmd);
-        let up = wait_until(Duration::from_secs(30), || {
-            guard.try_wait().is_some() || TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        if up && guard.try_wait().is_none() {
-            return AuthMoto { _guard: guard, endpoint: format!("http://127.0.0.1:{port}") };
-        }
-    }
-    panic!("could not start a second moto_server with INITIAL_NO_AUTH_ACTION_COUNT=0");
-}
-
 fn s3_url_at(endpoint: &str, bucket: &str, prefix: &str) -> String {
     format!("s3://{bucket}/{prefix}?endpoint={endpoint}&region=us-east-1&forcePathStyle=true")
 }
 
 fn restore_with_wrong_credentials() -> (Output, String, PathBuf, tempfile::TempDir) {
-    let moto = start_auth_moto();
+    let moto = s3::start_auth_moto();
     let out_dir = tempfile::tempdir().unwrap();
     let out_db = out_dir.path().join("restored.db");
     let bucket = "sluice-auth-bucket";
@@ -323,13 +292,12 @@ fn wrong_s3_credentials_fail_with_403() {
     assert_dir_empty(out_dir.path());
 }
 
-/// `sluice_storage::Error::PermissionDenied` is documented as "401/403: credentials are missing,
-/// wrong or lack permission" with the message "access denied (check credentials and bucket
-/// policy)". A 403 on the first request a restore makes (LIST) must be reported that way.
+/// A 403 InvalidAccessKeyId on the first request a restore makes (LIST) names its cause:
+/// the store rejected the credentials (not a missing permission, not a network failure).
 #[test]
-fn wrong_s3_credentials_are_reported_as_access_denied() {
+fn wrong_s3_credentials_are_reported_as_rejected() {
     let (out, _bucket, _out_db, out_dir) = restore_with_wrong_credentials();
-    assert_fails_with(&out, &["access denied"]);
+    assert_fails_with(&out, &["credentials rejected by the store"]);
     assert_dir_empty(out_dir.path());
 }
 

@@ -27,6 +27,8 @@ pub(crate) fn build(root: &Value, env: EnvLookup<'_>) -> Result<Config> {
         shutdown_sync_timeout: top.duration("shutdown-sync-timeout")?.unwrap_or(DEFAULT_SHUTDOWN_SYNC_TIMEOUT),
         shutdown_sync_interval: positive(&top, "shutdown-sync-interval")?.unwrap_or(DEFAULT_SHUTDOWN_SYNC_INTERVAL),
         logging: logging(&top, env, &mut warnings)?,
+        lease_ttl: positive(&top, "lease-ttl")?.unwrap_or(DEFAULT_LEASE_TTL),
+        max_pending_size: top.size("max-pending-size")?.unwrap_or(DEFAULT_MAX_PENDING_SIZE),
         ..Config::default()
     };
     let retention = top.section("retention")?;

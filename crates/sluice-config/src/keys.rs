@@ -41,6 +41,9 @@ pub(crate) const TOP: &[(&str, Key)] = &[
     ("exec", Supported),
     ("shutdown-sync-timeout", Supported),
     ("shutdown-sync-interval", Supported),
+    // Sluice's own: the replica lease's lifetime, the local pending-file budget.
+    ("lease-ttl", Supported),
+    ("max-pending-size", Supported),
     ("socket", Unsupported),
     ("verify-compaction", Unsupported),
     ("validation", Unsupported),

@@ -22,6 +22,10 @@ pub const DEFAULT_L0_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(15
 pub const DEFAULT_SHUTDOWN_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `shutdown-sync-interval`.
 pub const DEFAULT_SHUTDOWN_SYNC_INTERVAL: Duration = Duration::from_millis(500);
+/// Default `lease-ttl` (Sluice's): how long the replica lease outlives its last renewal.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10 * 60);
+/// Default `max-pending-size` (Sluice's): local files not yet uploaded; 0 means no limit.
+pub const DEFAULT_MAX_PENDING_SIZE: u64 = 0;
 /// Default `monitor-interval`.
 pub const DEFAULT_MONITOR_INTERVAL: Duration = Duration::from_secs(1);
 /// Default `checkpoint-interval`.
@@ -66,6 +70,11 @@ pub struct Config {
     pub shutdown_sync_timeout: Duration,
     /// `shutdown-sync-interval`: delay between those retries.
     pub shutdown_sync_interval: Duration,
+    /// `lease-ttl`: how long the replica lease stays valid without renewal.
+    pub lease_ttl: Duration,
+    /// `max-pending-size`: bytes of local files awaiting upload past which capture and
+    /// checkpoints pause (the WAL keeps the changes); 0 = no limit.
+    pub max_pending_size: u64,
     /// Human-readable warnings about ignored keys, each starting with the key's location.
     /// The CLI prints them.
     pub warnings: Vec<String>,
@@ -86,6 +95,8 @@ impl Default for Config {
             exec: None,
             shutdown_sync_timeout: DEFAULT_SHUTDOWN_SYNC_TIMEOUT,
             shutdown_sync_interval: DEFAULT_SHUTDOWN_SYNC_INTERVAL,
+            lease_ttl: DEFAULT_LEASE_TTL,
+            max_pending_size: DEFAULT_MAX_PENDING_SIZE,
             warnings: Vec::new(),
         }
     }

@@ -127,6 +127,9 @@ pub enum Error {
         /// What the WAL index says was committed and why it was not read.
         reason: String,
     },
+    /// Replication stopped before the replica ever answered.
+    #[error("stopped before the replica could be reached, nothing was replicated: {0}")]
+    NeverConnected(Box<Error>),
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

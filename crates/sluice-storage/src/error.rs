@@ -83,9 +83,26 @@ pub enum Error {
         source: Box<object_store::Error>,
     },
 
-    /// 401/403: credentials are missing, wrong or lack permission. Never retried.
-    #[error("{op} {key} in {store}: access denied (check credentials and bucket policy)")]
+    /// 401/403, or no credentials at all: missing, rejected, or lacking permission. Never
+    /// retried: no retry can fix it.
+    #[error("{op} {key} in {store}: {denial}")]
     PermissionDenied {
+        /// Operation.
+        op: &'static str,
+        /// Object key.
+        key: String,
+        /// Redacted description of the store.
+        store: String,
+        /// Which of the three it is.
+        denial: Denial,
+        /// The underlying error.
+        #[source]
+        source: Box<object_store::Error>,
+    },
+
+    /// The bucket (or container) does not exist. Never retried.
+    #[error("{op} {key} in {store}: the bucket does not exist (create it, or check the bucket name and region)")]
+    BucketNotFound {
         /// Operation.
         op: &'static str,
         /// Object key.
@@ -98,7 +115,7 @@ pub enum Error {
     },
 
     /// Any other store failure; `retryable` records the classification made at creation.
-    #[error("{op} {key} in {store} failed{}", if *retryable { " (transient)" } else { "" })]
+    #[error("{op} {key} in {store} failed: {cause}{}", if *retryable { " (transient)" } else { "" })]
     Store {
         /// Operation.
         op: &'static str,
@@ -106,6 +123,8 @@ pub enum Error {
         key: String,
         /// Redacted description of the store.
         store: String,
+        /// What went wrong, as far as the error tells.
+        cause: Cause,
         /// Whether retrying may help (5xx, timeouts, connection resets).
         retryable: bool,
         /// The underlying error.
@@ -162,26 +181,54 @@ impl Error {
     ) -> Self {
         use object_store::Error as E;
         let (key, store) = (key.into(), store.to_string());
+        let text = chain_text(&source);
         let retryable = is_transient(&source);
-        let (not_found, exists, precondition, denied) = (
+        // The credential provider failing comes first: the request never left, so whatever
+        // else the error says (a refused connection, a 403 from a metadata proxy) is not
+        // about the endpoint.
+        let denial = if credentials_missing(&text) {
+            Some(Denial::MissingCredentials)
+        } else if matches!(source, E::PermissionDenied { .. } | E::Unauthenticated { .. })
+            || matches!(status_code(&text), Some(401 | 403))
+        {
+            Some(Denial::from_text(&text))
+        } else {
+            None
+        };
+        let missing_bucket = BUCKET_MISSING.iter().any(|c| text.contains(c));
+        let (not_found, exists, precondition) = (
             matches!(source, E::NotFound { .. }),
             matches!(source, E::AlreadyExists { .. }),
             matches!(source, E::Precondition { .. }),
-            matches!(source, E::PermissionDenied { .. } | E::Unauthenticated { .. }) || denied_status(&source),
         );
         // Boxed: object_store::Error is large and would bloat every Result in the crate.
         let source = Box::new(source);
-        if not_found {
+        if let Some(denial) = denial {
+            Error::PermissionDenied { op, key, store, denial, source }
+        } else if missing_bucket {
+            Error::BucketNotFound { op, key, store, source }
+        } else if not_found {
             Error::NotFound { op, key, store, source }
         } else if exists {
             Error::AlreadyExists { op, key, store, source: Some(source) }
         } else if precondition {
             Error::Precondition { op, key, store, source }
-        } else if denied {
-            Error::PermissionDenied { op, key, store, source }
         } else {
-            Error::Store { op, key, store, retryable, source }
+            Error::Store { op, key, store, cause: Cause::from_text(&text), retryable, source }
         }
+    }
+
+    /// True for errors no retry can fix (a replicating daemon stops on these and only
+    /// these): bad URL or config, missing or rejected credentials, a missing bucket.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidUrl { .. }
+                | Error::InvalidConfig { .. }
+                | Error::Build { .. }
+                | Error::PermissionDenied { .. }
+                | Error::BucketNotFound { .. }
+        )
     }
 
     /// True when the object does not exist.
@@ -282,16 +329,135 @@ fn status_code(text: &str) -> Option<u16> {
     digits.parse().ok()
 }
 
-/// S3 reports a rejected LIST (bad credentials) as a generic error carrying 401/403.
-fn denied_status(err: &object_store::Error) -> bool {
-    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+/// Every message of an error's source chain, joined: object_store wraps the HTTP client's
+/// errors, and the telling part (a status, an S3 error code, "dns error") may be deep in it.
+fn chain_text(err: &(dyn StdError + 'static)) -> String {
+    let mut out = String::new();
+    let mut current = Some(err);
     while let Some(e) = current {
-        if matches!(status_code(&e.to_string()), Some(401 | 403)) {
-            return true;
-        }
+        out.push_str(&e.to_string());
+        out.push('\n');
         current = e.source();
     }
-    false
+    out
+}
+
+/// Error codes of stores saying the bucket or container does not exist.
+const BUCKET_MISSING: &[&str] = &["NoSuchBucket", "ContainerNotFound", "The specified bucket does not exist"];
+
+/// The credential provider failed: the instance metadata services (EC2, ECS, GCE) are what
+/// object_store asks when no credentials are configured.
+fn credentials_missing(text: &str) -> bool {
+    ["/latest/api/token", "/latest/meta-data/", "169.254.170.2", "metadata.google.internal", "computeMetadata"]
+        .iter()
+        .any(|h| text.contains(h))
+}
+
+/// Why a request was denied; each has its own message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// No credentials configured, and none from an instance metadata service.
+    MissingCredentials,
+    /// The store does not know the key, or the signature or token does not match.
+    CredentialsRejected,
+    /// Valid credentials without permission for the request.
+    AccessDenied,
+}
+
+impl Denial {
+    fn from_text(text: &str) -> Denial {
+        const REJECTED: &[&str] = &[
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "InvalidToken",
+            "ExpiredToken",
+            "InvalidClientTokenId",
+            "AuthenticationFailed",
+            "invalid_grant",
+            "401 Unauthorized",
+        ];
+        if REJECTED.iter().any(|c| text.contains(c)) { Denial::CredentialsRejected } else { Denial::AccessDenied }
+    }
+}
+
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Denial::MissingCredentials => {
+                "no credentials: none configured (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or the replica's \
+                 access-key-id and secret-access-key) and no instance metadata service provided any"
+            }
+            Denial::CredentialsRejected => {
+                "credentials rejected by the store (unknown access key, wrong secret or expired token)"
+            }
+            Denial::AccessDenied => "access denied: the credentials lack permission (check the bucket policy)",
+        })
+    }
+}
+
+/// What made a request fail, for errors that are neither denials nor missing objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// Nothing listens at the endpoint.
+    ConnectionRefused,
+    /// The endpoint's host name did not resolve.
+    Dns,
+    /// The TLS handshake failed (an `https` URL for a plain-HTTP endpoint, a bad certificate).
+    Tls,
+    /// The request or connection timed out.
+    Timeout,
+    /// Some other connection failure (reset, closed, unreachable network).
+    Connection,
+    /// The store asked to slow down (429, S3's SlowDown).
+    Throttled,
+    /// The store failed (a 5xx status).
+    Server(u16),
+    /// Anything else (the source error says more).
+    Other,
+}
+
+impl Cause {
+    fn from_text(text: &str) -> Cause {
+        let lower = text.to_ascii_lowercase();
+        let code = status_code(text);
+        if text.contains("SlowDown") || code == Some(429) {
+            Cause::Throttled
+        } else if let Some(c) = code.filter(|c| (500..600).contains(c)) {
+            Cause::Server(c)
+        } else if lower.contains("dns error") || lower.contains("failed to lookup address") {
+            Cause::Dns
+        } else if lower.contains("connection refused") {
+            Cause::ConnectionRefused
+        } else if ["tls", "certificate", "invalidcontenttype", "corrupt message", "handshake"]
+            .iter()
+            .any(|w| lower.contains(w))
+        {
+            Cause::Tls
+        } else if lower.contains("timed out") || lower.contains("timeout") {
+            Cause::Timeout
+        } else if ["connection", "connect", "broken pipe", "network is unreachable"].iter().any(|w| lower.contains(w)) {
+            Cause::Connection
+        } else {
+            Cause::Other
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cause::ConnectionRefused => f.write_str("endpoint unreachable (connection refused)"),
+            Cause::Dns => f.write_str("DNS lookup of the endpoint's host failed"),
+            Cause::Tls => f.write_str(
+                "TLS handshake with the endpoint failed (https to a plain-HTTP endpoint, or a bad certificate?)",
+            ),
+            Cause::Timeout => f.write_str("timed out"),
+            Cause::Connection => f.write_str("connection to the endpoint failed"),
+            Cause::Throttled => f.write_str("throttled by the store (slow down)"),
+            Cause::Server(code) => write!(f, "store error (HTTP {code})"),
+            Cause::Other => f.write_str("request failed"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -318,8 +484,75 @@ mod tests {
             "s3://b/p",
             object_store::Error::PermissionDenied { path: "k".into(), source: "403".into() },
         );
-        assert!(!denied.is_retryable());
+        assert!(!denied.is_retryable() && denied.is_permanent());
         let msg = denied.to_string();
         assert!(msg.contains("GET k in s3://b/p"), "{msg}");
+    }
+
+    fn classify(text: &str) -> Error {
+        Error::from_store("LIST", "p/0000", "s3://b/p", generic(text.to_string().into()))
+    }
+
+    /// Each cause has its own message, and only denials and missing buckets are permanent.
+    /// Texts as object_store prints them (seen against moto and closed ports).
+    #[test]
+    fn every_cause_has_its_own_message() {
+        let cases: &[(&str, &str, bool)] = &[
+            (
+                "Error performing GET http://127.0.0.1:1/b - HTTP error: error sending request: client error (Connect): \
+                 tcp connect error: Connection refused (os error 111)",
+                "endpoint unreachable (connection refused)",
+                false,
+            ),
+            (
+                "HTTP error: client error (Connect): dns error: failed to lookup address information: Name or service not known",
+                "DNS lookup of the endpoint's host failed",
+                false,
+            ),
+            (
+                "HTTP error: error sending request: client error (Connect): received corrupt message of type InvalidContentType",
+                "TLS handshake with the endpoint failed",
+                false,
+            ),
+            (
+                "Server returned non-2xx status code: 503 Service Unavailable: <Error><Code>SlowDown</Code></Error>",
+                "throttled by the store",
+                false,
+            ),
+            ("Server returned non-2xx status code: 429 Too Many Requests", "throttled by the store", false),
+            ("Server returned non-2xx status code: 500 Internal Server Error", "store error (HTTP 500)", false),
+            (
+                "Server returned non-2xx status code: 404 Not Found: <Error><Code>NoSuchBucket</Code></Error>",
+                "the bucket does not exist",
+                true,
+            ),
+            (
+                "Server returned non-2xx status code: 403 Forbidden: <Error><Code>InvalidAccessKeyId</Code></Error>",
+                "credentials rejected by the store",
+                true,
+            ),
+            (
+                "Server returned non-2xx status code: 403 Forbidden: <Error><Code>AccessDenied</Code></Error>",
+                "access denied: the credentials lack permission",
+                true,
+            ),
+            (
+                "Error performing PUT http://169.254.169.254/latest/api/token - Server returned non-2xx status code: 403",
+                "no credentials: none configured",
+                true,
+            ),
+            (
+                "Error performing PUT http://169.254.169.254/latest/api/token - HTTP error: client error (Connect): \
+                 tcp connect error: Connection refused (os error 111)",
+                "no credentials: none configured",
+                true,
+            ),
+        ];
+        for (text, message, permanent) in cases {
+            let e = classify(text);
+            assert!(e.to_string().contains(message), "{text:?} gave {e}");
+            assert_eq!(e.is_permanent(), *permanent, "{text:?}: {e}");
+            assert!(e.to_string().starts_with("LIST p/0000 in s3://b/p"), "{e}");
+        }
     }
 }

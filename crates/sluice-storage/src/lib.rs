@@ -34,7 +34,7 @@ mod faulty;
 
 pub use client::{FileInfo, ReplicaClient, TIMESTAMP_METADATA};
 pub use config::ReplicaConfig;
-pub use error::{Error, Result};
+pub use error::{Cause, Denial, Error, Result};
 pub use file_transfer::{MULTIPART_PART_SIZE, MULTIPART_PARTS_IN_FLIGHT, MULTIPART_THRESHOLD};
 pub use layout::SNAPSHOT_LEVEL;
 pub use put::format_rfc3339_nano;

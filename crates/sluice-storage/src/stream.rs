@@ -125,6 +125,7 @@ fn truncated(st: &State, size: u64) -> Error {
         op: "GET",
         key: st.key.to_string(),
         store: st.client.description.to_string(),
+        cause: crate::error::Cause::Connection,
         retryable: true,
         source: Box::new(object_store::Error::Generic {
             store: "sluice",

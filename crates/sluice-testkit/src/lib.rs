@@ -10,6 +10,7 @@
 //! - [`hash`]: the fixtures' `logical-v1` content hash, file sha256, `PRAGMA integrity_check`.
 //! - [`seed`]: the seed every randomized test prints and that `SEED=` overrides.
 //! - [`process`]: child processes that are killed on drop, waits with timeouts.
+//! - [`proxy`]: a TCP proxy that can be switched off, for storage outages.
 //!
 //! # No silent skips
 //!
@@ -21,6 +22,7 @@ pub mod fixtures;
 pub mod hash;
 pub mod peer;
 pub mod process;
+pub mod proxy;
 pub mod s3;
 pub mod seed;
 

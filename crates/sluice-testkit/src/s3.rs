@@ -298,6 +298,45 @@ fn xml_unescape(s: &str) -> String {
     s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
 }
 
+/// A second moto server with IAM auth enforced from the first request
+/// (`INITIAL_NO_AUTH_ACTION_COUNT=0`): unknown access keys get 403 InvalidAccessKeyId.
+/// Stopped when dropped.
+pub struct AuthMoto {
+    _guard: crate::process::ChildGuard,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+/// Starts an [`AuthMoto`] on a free port.
+///
+/// # Panics
+/// If it does not start in three attempts.
+pub fn start_auth_moto() -> AuthMoto {
+    use std::process::{Command, Stdio};
+    let moto = crate::peer::venv().join("bin/moto_server");
+    assert!(moto.is_file(), "moto_server not found at {}; {}", moto.display(), RUN_VIA_SCRIPTS_TEST);
+    for _attempt in 0..3 {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+            l.local_addr().expect("local addr").port()
+        };
+        let mut cmd = Command::new(&moto);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut guard = crate::process::ChildGuard::spawn(&mut cmd);
+        let up = crate::process::wait_until(Duration::from_secs(30), || {
+            guard.try_wait().is_some() || TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if up && guard.try_wait().is_none() {
+            return AuthMoto { _guard: guard, endpoint: format!("http://127.0.0.1:{port}") };
+        }
+    }
+    panic!("could not start a second moto_server with INITIAL_NO_AUTH_ACTION_COUNT=0");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

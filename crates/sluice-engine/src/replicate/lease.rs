@@ -21,8 +21,8 @@ use crate::replicate::shipper::now_ms;
 
 /// Object name of the lease, at the replica's root.
 pub const LEASE_NAME: &str = "sluice-lease.json";
-/// How long a lease stays valid without renewal.
-pub const LEASE_TTL: Duration = Duration::from_secs(600);
+/// How long a lease stays valid without renewal, unless configured otherwise.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(600);
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 struct LeaseDoc {
@@ -38,6 +38,7 @@ pub struct Lease {
     client: ReplicaClient,
     key: Key,
     doc: LeaseDoc,
+    ttl: Duration,
 }
 
 fn writer_id(meta_dir: &Path) -> Result<String> {
@@ -63,7 +64,7 @@ fn rand_u64() -> u64 {
 
 impl Lease {
     /// Takes the lease, or fails with [`Error::Conflict`] naming the daemon that holds it.
-    pub async fn acquire(client: &ReplicaClient, meta_dir: &Path, db: &Path) -> Result<Lease> {
+    pub async fn acquire(client: &ReplicaClient, meta_dir: &Path, db: &Path, ttl: Duration) -> Result<Lease> {
         let prefix = client.prefix().as_ref().trim_end_matches('/');
         let key = if prefix.is_empty() { Key::from(LEASE_NAME) } else { Key::from(format!("{prefix}/{LEASE_NAME}")) };
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_string();
@@ -74,7 +75,7 @@ impl Lease {
             db: db.display().to_string(),
             expires_ms: 0,
         };
-        let mut lease = Lease { client: client.clone(), key, doc };
+        let mut lease = Lease { client: client.clone(), key, doc, ttl };
         for _ in 0..3 {
             match lease.read().await? {
                 None => {
@@ -139,7 +140,7 @@ impl Lease {
 
     /// Writes the lease with a fresh expiry; `false` if a create-only write lost a race.
     async fn write(&mut self, mode: PutMode) -> Result<bool> {
-        self.doc.expires_ms = now_ms() + LEASE_TTL.as_millis() as i64;
+        self.doc.expires_ms = now_ms() + self.ttl.as_millis() as i64;
         let body = Bytes::from(serde_json::to_vec(&self.doc).unwrap_or_default());
         let opts = PutOptions { mode: mode.clone(), ..PutOptions::default() };
         match self.client.store().put_opts(&self.key, PutPayload::from_bytes(body.clone()), opts).await {
@@ -163,7 +164,7 @@ impl Lease {
     /// Renews the lease when half its lifetime has passed; fails with a conflict if another
     /// daemon took it over meanwhile (after this one sat idle past the TTL).
     pub async fn renew_if_due(&mut self) -> Result<()> {
-        if self.doc.expires_ms - now_ms() > (LEASE_TTL.as_millis() / 2) as i64 {
+        if self.doc.expires_ms - now_ms() > (self.ttl.as_millis() / 2) as i64 {
             return Ok(());
         }
         let replica = self.client.description().to_string();

@@ -42,6 +42,10 @@ pub struct DbMetrics {
     pub errors_retention: AtomicU64,
     /// WAL size in bytes at the last sync.
     pub wal_bytes: AtomicU64,
+    /// Bytes of local files captured but not yet uploaded.
+    pub pending_bytes: AtomicU64,
+    /// When the current storage outage began (ms since the epoch); 0 when storage answers.
+    pub outage_since_ms: AtomicU64,
 }
 
 impl DbMetrics {
@@ -71,6 +75,12 @@ impl DbMetrics {
         g(out, "checkpoints_total", load(&self.checkpoints));
         g(out, "retention_deleted_files_total", load(&self.files_deleted));
         g(out, "wal_bytes", load(&self.wal_bytes));
+        g(out, "pending_bytes", load(&self.pending_bytes));
+        let outage = match self.outage_since_ms.load(Ordering::Relaxed) {
+            0 => 0.0,
+            t => now_ms.saturating_sub(t) as f64 / 1000.0,
+        };
+        g(out, "storage_outage_seconds", outage);
         for (op, a) in [
             ("sync", &self.errors_sync),
             ("capture", &self.errors_capture),

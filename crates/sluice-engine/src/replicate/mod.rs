@@ -9,6 +9,7 @@
 //! - [`local`]: the meta directory of local L0 files.
 //! - [`uploader`], [`compaction`]: shipping files, the level ladder, snapshots, retention.
 //! - [`index`]: the in-memory view of the replica. [`metrics`]: Prometheus counters.
+//! - [`outage`]: storage outages (backoff, logging once, what is permanent).
 //! - [`service`]: the three tasks of one database; [`poll`]: watching the WAL index.
 
 pub mod actor;
@@ -18,6 +19,7 @@ pub mod index;
 pub mod lease;
 pub mod local;
 pub mod metrics;
+pub mod outage;
 pub mod poll;
 pub mod service;
 pub mod shipper;

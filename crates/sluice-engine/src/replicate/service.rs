@@ -19,6 +19,7 @@ use crate::replicate::index::{ReplicaIndex, SharedIndex, lock};
 use crate::replicate::lease::Lease;
 use crate::replicate::local::MetaDir;
 use crate::replicate::metrics::DbMetrics;
+use crate::replicate::outage::{Backoff, Outage, is_permanent};
 use crate::replicate::poll::{self, WalWatch};
 use crate::replicate::shipper::{Checkpoint, ShipperOptions};
 use crate::replicate::uploader::{note_pending, upload_pending};
@@ -59,6 +60,19 @@ pub struct ReplicateOptions {
     /// How long committed frames may fail to be captured before replication of the
     /// database stops with an error (instead of idling while the database moves on).
     pub stall_timeout: Duration,
+    /// How long the replica lease stays valid without renewal.
+    pub lease_ttl: Duration,
+    /// Bytes of local files awaiting upload past which capture and checkpoints pause (the
+    /// WAL keeps the changes meanwhile); 0 = no limit.
+    pub max_pending_size: u64,
+}
+
+impl ReplicateOptions {
+    /// Longest wait between two attempts to reach storage: short enough that replication
+    /// catches up within a few sync intervals after an outage ends.
+    fn retry_cap(&self) -> Duration {
+        (self.sync_interval * 5).clamp(Duration::from_secs(2), Duration::from_secs(10))
+    }
 }
 
 /// Requests a running replicator accepts.
@@ -75,8 +89,12 @@ pub async fn replicate(
     mut shutdown: watch::Receiver<bool>,
     mut requests: mpsc::Receiver<Request>,
 ) -> Result<()> {
-    let lease = Arc::new(tokio::sync::Mutex::new(Lease::acquire(&client, &opts.meta_dir, &opts.db_path).await?));
-    let index: SharedIndex = Arc::new(std::sync::Mutex::new(ReplicaIndex::load(&client).await?));
+    let outage = Arc::new(Outage::default());
+    let Some((lease, index)) = connect(&opts, &client, &metrics, &outage, &mut shutdown).await? else {
+        return Ok(());
+    };
+    let lease = Arc::new(tokio::sync::Mutex::new(lease));
+    let index: SharedIndex = Arc::new(std::sync::Mutex::new(index));
     let remote_max = lock(&index).max_txid();
     let sopts = ShipperOptions { busy_timeout: opts.busy_timeout, max_sync_wal_bytes: opts.max_sync_wal_bytes };
     let shipper = Arc::new(ShipperHandle::spawn(opts.db_path.clone(), opts.meta_dir.clone(), remote_max, sopts).await?);
@@ -94,12 +112,16 @@ pub async fn replicate(
     let (stop_tx, stop_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
     let mut uploader = tokio::spawn(upload_loop(
-        client.clone(),
-        meta.clone(),
-        index.clone(),
-        metrics.clone(),
-        lease.clone(),
+        Shared {
+            client: client.clone(),
+            meta: meta.clone(),
+            index: index.clone(),
+            metrics: metrics.clone(),
+            lease: lease.clone(),
+            outage: outage.clone(),
+        },
         opts.sync_interval,
+        opts.retry_cap(),
         wake.clone(),
         uploaded.clone(),
         stop_rx.clone(),
@@ -111,6 +133,7 @@ pub async fn replicate(
         index.clone(),
         metrics.clone(),
         opts.clone(),
+        outage.clone(),
         needs_snapshot,
         first_image,
         uploaded.clone(),
@@ -135,8 +158,10 @@ pub async fn replicate(
     let mut pending = false;
     let (mut observed, mut checkpointed_at) = (None, None);
     let mut last_capture = Instant::now() - opts.sync_interval;
-    // Since when committed frames have been failing to be captured.
-    let mut stalled_since: Option<Instant> = None;
+    // Since when committed frames have been failing to be captured, or local writes failing.
+    let (mut stalled_since, mut sync_failing): (Option<Instant>, Option<Instant>) = (None, None);
+    // Capture paused: local files awaiting upload exceed `max_pending_size`.
+    let mut paused = false;
     let result: Result<()> = loop {
         let mut checkpoint_now = false;
         tokio::select! {
@@ -194,13 +219,33 @@ pub async fn replicate(
             r = &mut maint => break Err(task_end("maintenance", r)),
             _ = shutdown.changed() => break Ok(()),
         }
+        // Past the local budget (a long outage), new changes stay in the WAL: our read lock
+        // stays put, so no checkpoint can discard them.
+        let over_budget =
+            opts.max_pending_size > 0 && metrics.pending_bytes.load(Ordering::Relaxed) >= opts.max_pending_size;
+        if over_budget != paused {
+            paused = over_budget;
+            if paused {
+                tracing::warn!(db = %opts.db_path.display(), limit = opts.max_pending_size,
+                    "local files awaiting upload reached max-pending-size; capture and checkpoints pause \
+                     until uploads catch up (the WAL keeps the changes and grows meanwhile)");
+            } else {
+                tracing::info!(db = %opts.db_path.display(), "local files below max-pending-size; capturing again");
+            }
+        }
+        if paused {
+            continue;
+        }
         if !checkpoint_now {
             let captured = capture(&shipper, &metrics, &wake).await;
             last_capture = Instant::now();
             match captured {
                 Ok(captured) => {
                     dirty |= captured;
-                    if let Some(since) = stalled_since.take() {
+                    if captured {
+                        note_pending(&meta, &index, &metrics);
+                    }
+                    if let Some(since) = stalled_since.take().or(sync_failing.take()) {
                         tracing::info!(db = %opts.db_path.display(), after = ?since.elapsed(), "capturing again");
                     }
                 }
@@ -215,8 +260,16 @@ pub async fn replicate(
                     continue;
                 }
                 Err(e) => {
+                    // Local trouble (a full disk, say): retried every sync interval; nothing is
+                    // lost, the read lock stays until the frames are written. Logged once.
                     metrics.errors_sync.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "sync failed");
+                    if sync_failing.is_none() {
+                        tracing::error!(error = %e, "capture failed; retrying every sync interval \
+                            (the WAL keeps the changes until it succeeds)");
+                    } else {
+                        tracing::debug!(error = %e, "capture still failing");
+                    }
+                    sync_failing.get_or_insert_with(Instant::now);
                     continue;
                 }
             }
@@ -274,17 +327,16 @@ pub async fn replicate(
     let mut last_err = final_capture.err();
     loop {
         match upload(&client, &meta, &index, &metrics, &lease).await {
-            Ok(_) => break,
-            Err(e @ Error::Conflict { .. }) => {
-                last_err = Some(e);
+            Ok(_) => {
+                outage.succeeded(&metrics);
                 break;
             }
-            Err(e) if Instant::now() >= deadline => {
+            Err(e) if is_permanent(&e) || Instant::now() >= deadline => {
                 last_err = Some(e);
                 break;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "final upload failed; retrying");
+                outage.failed(&metrics, "final upload", &e);
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
@@ -343,20 +395,62 @@ async fn upload(
     upload_pending(client, meta, index, metrics).await
 }
 
-/// Uploads at most once per sync interval, sooner after a quiet period.
-#[allow(clippy::too_many_arguments)]
-async fn upload_loop(
+/// Takes the lease and lists the replica, retrying transient failures until storage answers
+/// (a machine may boot before its network, or during a storage incident). `None` when asked
+/// to stop first; errors no retry can fix end it at once.
+async fn connect(
+    opts: &ReplicateOptions,
+    client: &ReplicaClient,
+    metrics: &DbMetrics,
+    outage: &Outage,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<(Lease, ReplicaIndex)>> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), opts.retry_cap());
+    loop {
+        let attempt = async {
+            let lease = Lease::acquire(client, &opts.meta_dir, &opts.db_path, opts.lease_ttl).await?;
+            Ok::<_, Error>((lease, ReplicaIndex::load(client).await?))
+        };
+        match attempt.await {
+            Ok(connected) => {
+                outage.succeeded(metrics);
+                return Ok(Some(connected));
+            }
+            Err(e) if is_permanent(&e) || !matches!(e, Error::Storage(_)) => return Err(e),
+            Err(e) => {
+                outage.failed(metrics, "connect", &e);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = shutdown.changed() => return Err(Error::NeverConnected(Box::new(e))),
+                }
+            }
+        }
+    }
+}
+
+/// What the background tasks of one database share.
+#[derive(Clone)]
+struct Shared {
     client: ReplicaClient,
     meta: MetaDir,
     index: SharedIndex,
     metrics: Arc<DbMetrics>,
     lease: Arc<tokio::sync::Mutex<Lease>>,
+    outage: Arc<Outage>,
+}
+
+/// Uploads at most once per sync interval, sooner after a quiet period; through an outage,
+/// retries with backoff up to `retry_cap` for as long as it lasts.
+async fn upload_loop(
+    sh: Shared,
     interval: Duration,
+    retry_cap: Duration,
     wake: Arc<Notify>,
     uploaded: Arc<Notify>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
-    let mut backoff = Duration::ZERO;
+    let mut backoff = Backoff::new(interval, retry_cap);
+    let mut wait = Duration::ZERO;
     let mut last = Instant::now() - interval;
     loop {
         tokio::select! {
@@ -364,19 +458,28 @@ async fn upload_loop(
             _ = stop.changed() => return Ok(()),
         }
         // Pace uploads: everything captured within one interval goes up as one file.
-        tokio::time::sleep_until(last + interval + backoff).await;
+        tokio::select! {
+            _ = tokio::time::sleep_until(last + interval.max(wait)) => {}
+            _ = stop.changed() => return Ok(()),
+        }
         last = Instant::now();
-        match upload(&client, &meta, &index, &metrics, &lease).await {
+        match upload(&sh.client, &sh.meta, &sh.index, &sh.metrics, &sh.lease).await {
             Ok(_) => {
-                backoff = Duration::ZERO;
+                backoff.reset();
+                wait = Duration::ZERO;
+                sh.outage.succeeded(&sh.metrics);
                 uploaded.notify_one();
             }
-            Err(e @ Error::Conflict { .. }) => return Err(e),
+            Err(e) if is_permanent(&e) => return Err(e),
             Err(e) => {
-                metrics.errors_upload.fetch_add(1, Ordering::Relaxed);
-                backoff = (backoff * 2).clamp(interval, Duration::from_secs(60));
-                tracing::warn!(error = %e, retry_in = ?backoff, "upload failed");
-                note_pending(&meta, &index, &metrics);
+                sh.metrics.errors_upload.fetch_add(1, Ordering::Relaxed);
+                wait = backoff.next_delay();
+                if matches!(e, Error::Storage(_)) {
+                    sh.outage.failed(&sh.metrics, "upload", &e);
+                } else {
+                    tracing::warn!(error = %e, retry_in = ?wait, "upload failed");
+                }
+                note_pending(&sh.meta, &sh.index, &sh.metrics);
                 wake.notify_one();
             }
         }
@@ -399,6 +502,7 @@ async fn maintenance_loop(
     index: SharedIndex,
     metrics: Arc<DbMetrics>,
     opts: ReplicateOptions,
+    outage: Arc<Outage>,
     mut needs_snapshot: bool,
     first_image: Option<TxId>,
     uploaded: Arc<Notify>,
@@ -426,7 +530,7 @@ async fn maintenance_loop(
                 Err(e) => {
                     snapshot_failed = true;
                     metrics.errors_compaction.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "snapshot failed");
+                    maintenance_failed(&outage, &metrics, "snapshot", &e);
                 }
             }
             continue;
@@ -455,7 +559,7 @@ async fn maintenance_loop(
                 Ok(_) => {}
                 Err(e) => {
                     metrics.errors_compaction.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(level, error = %e, "compaction failed");
+                    maintenance_failed(&outage, &metrics, "compaction", &e);
                 }
             }
         }
@@ -473,9 +577,19 @@ async fn maintenance_loop(
                 Ok(None) => {}
                 Err(e) => {
                     metrics.errors_compaction.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "snapshot failed");
+                    maintenance_failed(&outage, &metrics, "snapshot", &e);
                 }
             }
         }
+    }
+}
+
+/// A failed compaction or snapshot: part of an outage when storage failed (logged once for
+/// the outage), else worth a warning of its own. It is retried at its next due time.
+fn maintenance_failed(outage: &Outage, metrics: &DbMetrics, op: &str, e: &Error) {
+    if matches!(e, Error::Storage(_)) {
+        outage.failed(metrics, op, e);
+    } else {
+        tracing::warn!(error = %e, "{op} failed");
     }
 }

@@ -125,10 +125,15 @@ pub fn merge_files(inputs: &[PathBuf], out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Keeps the lag metric: the oldest local file not yet uploaded.
+/// Keeps the lag and pending-bytes metrics: local files not yet uploaded.
 pub fn note_pending(meta: &MetaDir, index: &SharedIndex, metrics: &DbMetrics) {
     let remote = lock(index).uploaded_max();
-    let oldest = meta.list_l0().ok().and_then(|v| v.into_iter().find(|(min, _)| *min > remote));
+    let pending: Vec<(TxId, TxId)> =
+        meta.list_l0().map(|v| v.into_iter().filter(|(min, _)| *min > remote).collect()).unwrap_or_default();
+    let bytes: u64 =
+        pending.iter().filter_map(|(a, b)| std::fs::metadata(meta.l0_path(*a, *b)).ok()).map(|m| m.len()).sum();
+    metrics.pending_bytes.store(bytes, Ordering::Relaxed);
+    let oldest = pending.first().copied();
     let ms = oldest.and_then(|(a, b)| header_time(&meta.l0_path(a, b)).ok()).map_or(0, |t| t.timestamp_millis() as u64);
     metrics.oldest_pending_ms.store(ms, Ordering::Relaxed);
 }

@@ -47,6 +47,8 @@ pub fn options(db: &Path) -> ReplicateOptions {
         },
         shutdown_sync_timeout: Duration::from_secs(10),
         stall_timeout: Duration::from_secs(30),
+        lease_ttl: Duration::from_secs(600),
+        max_pending_size: 0,
     }
 }
 
