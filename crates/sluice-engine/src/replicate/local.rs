@@ -106,22 +106,37 @@ impl MetaDir {
         &self,
         header: Header,
         stored: bool,
-        mut pages: impl FnMut(&mut dyn FnMut(u32, &[u8]) -> Result<()>) -> Result<()>,
+        pages: impl FnMut(&mut dyn FnMut(u32, &[u8]) -> Result<()>) -> Result<()>,
     ) -> Result<PathBuf> {
         let path = self.l0_path(header.min_txid, header.max_txid);
         let tmp = path.with_extension("ltx.tmp");
-        let file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        let written = self.write_l0_tmp(&tmp, header, stored, pages).and_then(|()| {
+            fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
+            sync_dir(&self.l0_dir())
+        });
+        if written.is_err() {
+            // A full disk must not keep the partial file's space taken until the next start.
+            let _ = fs::remove_file(&tmp);
+        }
+        written.map(|()| path)
+    }
+
+    fn write_l0_tmp(
+        &self,
+        tmp: &Path,
+        header: Header,
+        stored: bool,
+        mut pages: impl FnMut(&mut dyn FnMut(u32, &[u8]) -> Result<()>) -> Result<()>,
+    ) -> Result<()> {
+        let file = File::create(tmp).map_err(|e| Error::io("create", tmp, e))?;
         let ltx_err = |source| Error::Ltx { file: tmp.display().to_string(), source };
         let mut enc = Encoder::new(BufWriter::with_capacity(256 << 10, file), header).map_err(ltx_err)?;
         pages(&mut |pgno, data| {
             if stored { enc.encode_page_stored(pgno, data) } else { enc.encode_page(pgno, data) }.map_err(ltx_err)
         })?;
         let (w, _) = enc.finish(0).map_err(ltx_err)?;
-        let file = w.into_inner().map_err(|e| Error::io("write", &tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
-        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
-        sync_dir(&self.l0_dir())?;
-        Ok(path)
+        let file = w.into_inner().map_err(|e| Error::io("write", tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io("fsync", tmp, e))
     }
 }
 

@@ -102,9 +102,19 @@ async fn merge_local(meta: &MetaDir, files: &[(TxId, TxId)]) -> Result<(PathBuf,
     let (first, last) = (files[0].0, files[files.len() - 1].1);
     let out = meta.root().join(format!("upload-{first}-{last}.ltx.tmp"));
     let out2 = out.clone();
-    tokio::task::spawn_blocking(move || merge_files(&paths, &out2)).await.map_err(|e| Error::Task(e.to_string()))??;
-    let ts = header_time(&out)?;
-    Ok((out, ts))
+    let merged = tokio::task::spawn_blocking(move || merge_files(&paths, &out2))
+        .await
+        .map_err(|e| Error::Task(e.to_string()))
+        .and_then(|r| r)
+        .and_then(|()| header_time(&out));
+    match merged {
+        Ok(ts) => Ok((out, ts)),
+        Err(e) => {
+            // A full disk: free the partial file's space at once.
+            let _ = std::fs::remove_file(&out);
+            Err(e)
+        }
+    }
 }
 
 /// Compacts LTX files on disk into `out` (streaming, one page per input in memory). No fsync:
