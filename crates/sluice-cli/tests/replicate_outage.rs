@@ -39,9 +39,7 @@ struct Setup {
     dir: tempfile::TempDir,
     db: PathBuf,
     config: PathBuf,
-    /// The replica as the daemon sees it (through the proxy).
-    url: String,
-    /// The same replica, reached directly (for restores).
+    /// The replica, reached directly (for restores; the daemon may go through the proxy).
     direct_url: String,
     port: u16,
 }
@@ -61,7 +59,7 @@ impl Setup {
         eprintln!("config:\n{y}");
         let app = open_app(&db, Duration::from_secs(5));
         app.execute_batch("CREATE TABLE t(n INTEGER PRIMARY KEY, pad BLOB NOT NULL);").expect("schema");
-        Setup { dir, db, config, url: url.into(), direct_url: direct_url.into(), port }
+        Setup { dir, db, config, direct_url: direct_url.into(), port }
     }
 
     fn start(&self) -> Daemon {
