@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use sluice_engine::replicate::metrics::{DbMetrics, render_all};
+use sluice_replicate::metrics::{DbMetrics, render_all};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Name of the lock/PID file in the meta directory.

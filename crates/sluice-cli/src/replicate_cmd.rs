@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use sluice_config::{Config, DbConfig, ReplicaSettings};
-use sluice_engine::replicate::compaction::Retention;
-use sluice_engine::replicate::metrics::DbMetrics;
-use sluice_engine::replicate::{ReplicateOptions, Request, replicate};
+use sluice_replicate::compaction::Retention;
+use sluice_replicate::metrics::DbMetrics;
+use sluice_replicate::{ReplicateOptions, Request, replicate};
 use sluice_storage::ReplicaClient;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -191,7 +191,7 @@ pub fn options(cfg: &Config, db: &DbConfig) -> ReplicateOptions {
             l0_retention: cfg.l0_retention,
         },
         shutdown_sync_timeout: cfg.shutdown_sync_timeout,
-        stall_timeout: sluice_engine::replicate::DEFAULT_STALL_TIMEOUT,
+        stall_timeout: sluice_replicate::DEFAULT_STALL_TIMEOUT,
         lease_ttl: cfg.lease_ttl,
         max_pending_size: cfg.max_pending_size,
     }

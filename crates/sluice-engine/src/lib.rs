@@ -1,5 +1,6 @@
-//! Sluice's engine: restore (and, later, replication) on top of the LTX format and the
-//! replica client.
+//! Sluice's engine: reading a replica (restore, and the VFS's read path) on top of the LTX
+//! format and the replica client. No SQLite here: the VFS extension links this crate and must
+//! run on its host's SQLite; WAL capture, which needs SQLite, is `sluice-replicate`.
 //!
 //! # Layout
 //! - [`restore`]: plan, download ahead, apply, install atomically.
@@ -7,7 +8,6 @@
 #![warn(missing_docs)]
 
 pub mod error;
-pub mod replicate;
 pub mod restore;
 
 pub use error::{Error, Result};

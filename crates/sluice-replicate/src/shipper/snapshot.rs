@@ -11,7 +11,7 @@ use std::sync::Arc;
 use sluice_ltx::{Encoder, Header, TxId, lock_pgno};
 
 use super::{Position, Shipper, now_ms, read_db_page, read_wal_frame};
-use crate::error::{Error, Result};
+use sluice_engine::error::{Error, Result};
 
 /// Everything needed to read the database as of one position, without the shipper.
 pub struct SnapshotView {

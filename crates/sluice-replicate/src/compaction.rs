@@ -11,13 +11,13 @@ use chrono::Utc;
 use sluice_ltx::TxId;
 use sluice_storage::{FileInfo, ReplicaClient};
 
-use crate::error::{Error, Result};
-use crate::replicate::actor::ShipperHandle;
-use crate::replicate::index::{SharedIndex, lock};
-use crate::replicate::local::MetaDir;
-use crate::replicate::metrics::DbMetrics;
-use crate::replicate::uploader::{header_time, merge_files};
-use crate::restore::SNAPSHOT_LEVEL;
+use crate::actor::ShipperHandle;
+use crate::index::{SharedIndex, lock};
+use crate::local::MetaDir;
+use crate::metrics::DbMetrics;
+use crate::uploader::{header_time, merge_files};
+use sluice_engine::error::{Error, Result};
+use sluice_engine::restore::SNAPSHOT_LEVEL;
 
 /// Retention settings.
 #[derive(Clone, Debug)]
@@ -169,7 +169,11 @@ async fn from_replica(
     if last_snapshot >= uploaded {
         return Ok(FromReplica::UpToDate);
     }
-    let plan = match crate::restore::plan::plan(&files, crate::restore::Target::Latest, client.description()) {
+    let plan = match sluice_engine::restore::plan::plan(
+        &files,
+        sluice_engine::restore::Target::Latest,
+        client.description(),
+    ) {
         Ok(p) if p.first().is_some_and(|f| f.level == SNAPSHOT_LEVEL) && p.len() > 1 => p,
         Ok(_) => return Ok(FromReplica::NoBase),
         Err(e) => {

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use super::{Checkpoint, Shipper, Synced};
-use crate::error::Result;
-use crate::replicate::conn::{passive, sqlite_err};
+use crate::conn::{passive, sqlite_err};
+use sluice_engine::error::Result;
 
 /// Rounds of read-and-copy before the barrier, each copying what the application committed
 /// during the previous one, until at most [`BARRIER_FRAMES`] frames are left for the barrier:

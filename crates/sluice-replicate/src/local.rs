@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use sluice_ltx::{Encoder, Header, TxId, format_filename, parse_filename};
 
-use crate::error::{Error, Result};
+use sluice_engine::error::{Error, Result};
 
 /// Local staging for one database.
 #[derive(Clone, Debug)]
@@ -72,7 +72,7 @@ impl MetaDir {
     pub fn latest(&self) -> Result<Option<Header>> {
         for (min, max) in self.list_l0()?.into_iter().rev() {
             let path = self.l0_path(min, max);
-            let verified = File::open(&path).map_err(Error::from_io(&path)).and_then(|f| {
+            let verified = File::open(&path).map_err(open_err(&path)).and_then(|f| {
                 sluice_ltx::verify(std::io::BufReader::new(f))
                     .map_err(|source| Error::Ltx { file: path.display().to_string(), source })
             });
@@ -145,8 +145,6 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
 }
 
-impl Error {
-    pub(crate) fn from_io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-        move |e| Error::io("open", path, e)
-    }
+fn open_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::io("open", path, e)
 }

@@ -1,4 +1,4 @@
-//! Replication (`sluice_engine::replicate::replicate`) against a misbehaving or shared replica:
+//! Replication (`sluice_replicate::replicate`) against a misbehaving or shared replica:
 //!
 //! - `idle_database_costs_no_requests`: once caught up, an idle database sends nothing.
 //! - `storage_faults_lose_nothing`: transient failures and latency spikes while a writer commits;

@@ -18,11 +18,11 @@ use std::time::Duration;
 use rusqlite::Connection;
 use sluice_ltx::{Header, TxId, lock_pgno};
 
-use crate::error::{Error, Result};
-use crate::replicate::conn::{eager_busy, open_conn, sqlite_err};
-use crate::replicate::local::MetaDir;
-use crate::replicate::shm;
-use crate::replicate::wal::{self, FRAME_HEADER_SIZE, WAL_HEADER_SIZE, WalHeader};
+use crate::conn::{eager_busy, open_conn, sqlite_err};
+use crate::local::MetaDir;
+use crate::shm;
+use crate::wal::{self, FRAME_HEADER_SIZE, WAL_HEADER_SIZE, WalHeader};
+use sluice_engine::error::{Error, Result};
 
 // Checkpoints and the write barrier, and snapshots, in their own files.
 mod checkpoint;

@@ -12,11 +12,11 @@ use chrono::{DateTime, Utc};
 use sluice_ltx::{Decoder, TxId};
 use sluice_storage::{FileInfo, ReplicaClient};
 
-use crate::error::{Error, Result};
-use crate::replicate::index::{SharedIndex, lock};
-use crate::replicate::local::MetaDir;
-use crate::replicate::metrics::DbMetrics;
-use crate::restore::SNAPSHOT_LEVEL;
+use crate::index::{SharedIndex, lock};
+use crate::local::MetaDir;
+use crate::metrics::DbMetrics;
+use sluice_engine::error::{Error, Result};
+use sluice_engine::restore::SNAPSHOT_LEVEL;
 
 /// Most local files merged into one upload (Litestream's `max-sync-ltx-files`).
 pub const MAX_FILES_PER_UPLOAD: usize = 256;

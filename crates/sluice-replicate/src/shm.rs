@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use crate::replicate::wal::checksum;
+use crate::wal::checksum;
 
 const HEADER_SIZE: usize = 48;
 const VERSION: u32 = 3_007_000;
@@ -133,7 +133,7 @@ mod tests {
     /// Agrees with reading the WAL itself, across index blocks, for a WAL written by SQLite.
     #[test]
     fn agrees_with_the_wal() {
-        use crate::replicate::wal::{self, FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
+        use crate::wal::{self, FRAME_HEADER_SIZE, WAL_HEADER_SIZE};
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("t.db");
         let c = rusqlite::Connection::open(&db).unwrap();

@@ -17,7 +17,7 @@ async fn a_persistent_capture_failure_stops_replication_with_the_reason() {
     let db = dir.path().join("app.db");
     create_db(&db);
     let store = memory_store();
-    let opts = sluice_engine::replicate::ReplicateOptions { stall_timeout: Duration::from_secs(2), ..options(&db) };
+    let opts = sluice_replicate::ReplicateOptions { stall_timeout: Duration::from_secs(2), ..options(&db) };
     let running = Running::start_with(opts, clean_client(&store));
     let app = open_writer(&db);
     app.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();

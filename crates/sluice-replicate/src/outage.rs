@@ -10,9 +10,9 @@ use std::time::Duration;
 use rand::RngExt;
 use tokio::time::Instant;
 
-use crate::error::Error;
-use crate::replicate::metrics::DbMetrics;
-use crate::replicate::shipper::now_ms;
+use crate::metrics::DbMetrics;
+use crate::shipper::now_ms;
+use sluice_engine::error::Error;
 
 /// True for errors that no retry can fix: a conflict with another writer, a bad URL or
 /// config, missing or rejected credentials, a bucket that does not exist.

@@ -16,8 +16,8 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersio
 use serde::{Deserialize, Serialize};
 use sluice_storage::ReplicaClient;
 
-use crate::error::{Error, Result};
-use crate::replicate::shipper::now_ms;
+use crate::shipper::now_ms;
+use sluice_engine::error::{Error, Result};
 
 /// Object name of the lease, at the replica's root.
 pub const LEASE_NAME: &str = "sluice-lease.json";

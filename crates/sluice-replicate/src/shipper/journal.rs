@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use sluice_ltx::TxId;
 
 use super::{Deferred, Position, Shipper};
-use crate::replicate::wal::{WAL_HEADER_SIZE, WalHeader};
+use crate::wal::{WAL_HEADER_SIZE, WalHeader};
 
 const NAME: &str = "read-ahead.journal";
 const MAGIC: &[u8; 4] = b"SLJ1";

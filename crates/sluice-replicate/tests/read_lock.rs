@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_engine::replicate::compaction::Retention;
-use sluice_engine::replicate::metrics::DbMetrics;
-use sluice_engine::replicate::{ReplicateOptions, replicate};
+use sluice_replicate::compaction::Retention;
+use sluice_replicate::metrics::DbMetrics;
+use sluice_replicate::{ReplicateOptions, replicate};
 use sluice_storage::{ReplicaClient, StoreKind};
 use tokio::sync::{mpsc, watch};
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::error::{Error, Result};
+use sluice_engine::error::{Error, Result};
 
 pub(crate) fn open_conn(path: &Path, busy: Duration) -> Result<Connection> {
     let c = Connection::open(path).map_err(|e| sqlite_err("open", path, e))?;

@@ -12,18 +12,18 @@ use sluice_storage::ReplicaClient;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::error::{Error, Result};
-use crate::replicate::actor::ShipperHandle;
-use crate::replicate::compaction::{self, Retention};
-use crate::replicate::index::{ReplicaIndex, SharedIndex, lock};
-use crate::replicate::lease::Lease;
-use crate::replicate::local::MetaDir;
-use crate::replicate::metrics::DbMetrics;
-use crate::replicate::outage::{Backoff, Outage, is_permanent};
-use crate::replicate::poll::{self, WalWatch};
-use crate::replicate::shipper::{Checkpoint, ShipperOptions};
-use crate::replicate::uploader::{note_pending, upload_pending};
-use crate::restore::SNAPSHOT_LEVEL;
+use crate::actor::ShipperHandle;
+use crate::compaction::{self, Retention};
+use crate::index::{ReplicaIndex, SharedIndex, lock};
+use crate::lease::Lease;
+use crate::local::MetaDir;
+use crate::metrics::DbMetrics;
+use crate::outage::{Backoff, Outage, is_permanent};
+use crate::poll::{self, WalWatch};
+use crate::shipper::{Checkpoint, ShipperOptions};
+use crate::uploader::{note_pending, upload_pending};
+use sluice_engine::error::{Error, Result};
+use sluice_engine::restore::SNAPSHOT_LEVEL;
 
 /// Wait before retrying a checkpoint that another reader kept from completing.
 const FIRST_PARTIAL_BACKOFF: Duration = Duration::from_millis(20);
@@ -370,7 +370,7 @@ async fn capture(shipper: &ShipperHandle, metrics: &DbMetrics, wake: &Notify) ->
 }
 
 /// Metrics and the uploader's wake-up after a capture.
-fn note_synced(metrics: &DbMetrics, synced: Option<&crate::replicate::shipper::Synced>, wake: &Notify) {
+fn note_synced(metrics: &DbMetrics, synced: Option<&crate::shipper::Synced>, wake: &Notify) {
     if let Some(s) = synced {
         metrics.syncs.fetch_add(1, Ordering::Relaxed);
         metrics.local_txid.store(s.header.max_txid.0, Ordering::Relaxed);

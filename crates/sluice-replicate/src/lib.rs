@@ -1,5 +1,6 @@
 //! Replication: WAL frames → local L0 files → the replica, with snapshots, compaction,
-//! retention and checkpoints.
+//! retention and checkpoints. The only crate that links SQLite (bundled, for read locks and
+//! checkpoints); restore and the read path live in `sluice-engine`.
 //!
 //! # Layout
 //! - [`wal`]: reading SQLite's WAL (checksums, committed transactions); `shm`: its index.
