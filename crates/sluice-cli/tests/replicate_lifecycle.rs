@@ -4,7 +4,8 @@
 //!   application's page size (64 KiB) and auto-vacuum hold, and the replica restores equal;
 //! * a database deleted under the running daemon is waited for; the one created next at the
 //!   same path starts with a full image at the next TXID and a new snapshot, the restore
-//!   equals it and the old history still restores the old database;
+//!   equals it and the old history still restores the old database; a successor with another
+//!   page size is refused (its history could not be compacted or restored with the old one);
 //! * configured databases that never appear cost no request, no file, no thread each, and
 //!   next to no CPU.
 //!
@@ -16,7 +17,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{DAEMON_DEADLINE, Daemon, Listed, force_sync, free_port, ok, open_app, restore, run, sluice, sluice_ltx};
+use common::{
+    DAEMON_DEADLINE, Daemon, Listed, force_sync, free_port, ok, open_app, restore, run, sluice, sluice_ltx, text,
+};
 use rusqlite::{Connection, params};
 use sluice_testkit::hash;
 use sluice_testkit::process::wait_until;
@@ -80,6 +83,14 @@ fn wait_for_log(d: &mut Daemon, needle: &str, count: usize) {
     assert!(seen, "the daemon did not log {needle:?} ({count}x) within {DAEMON_DEADLINE:?}; log:\n{}", d.log_text());
 }
 
+/// `sluice sync` of a database that does not exist fails and says so.
+#[track_caller]
+fn assert_sync_refused(s: &Setup) {
+    let out = run(sluice().arg("sync").arg("--config").arg(&s.config).arg(&s.db));
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("does not exist"), "sluice sync of a missing database: {err}");
+}
+
 fn pragma(c: &Connection, name: &str) -> i64 {
     c.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0)).unwrap_or_else(|e| panic!("PRAGMA {name}: {e}"))
 }
@@ -105,6 +116,7 @@ fn a_daemon_started_first_leaves_the_format_to_the_application() {
     for p in [s.db.clone(), s.side("-wal"), s.side("-shm"), meta.clone(), s.dir.path().join("replica")] {
         assert!(!p.exists(), "{} exists before the application created its database", p.display());
     }
+    assert_sync_refused(&s);
 
     // SQLite creates an empty file when the application opens it; the format is only
     // decided by the first write.
@@ -155,6 +167,8 @@ fn a_deleted_database_is_waited_for_and_its_successor_starts_a_new_snapshot() {
     wait_for_log(&mut d, "stopped replicating: the database file was deleted", 1);
     wait_for_log(&mut d, "waiting for the database: it does not exist yet", 1);
     assert!(!s.db.exists(), "the daemon recreated the deleted database");
+    // The daemon itself answers now (its lock file stays): the database is missing.
+    assert_sync_refused(&s);
 
     // The successor: same path, other schema and content.
     let app = open_app(&s.db, Duration::from_secs(5));
@@ -198,6 +212,30 @@ fn a_deleted_database_is_waited_for_and_its_successor_starts_a_new_snapshot() {
     assert_eq!(old_tables, 0, "the deleted database's table is in the restore of its successor");
     s.check_restores("deleted", &h_old, Some(t_old));
     assert!(t_new > t_first);
+}
+
+#[test]
+fn a_successor_with_another_page_size_is_refused() {
+    let s = Setup::new();
+    let app = open_app(&s.db, Duration::from_secs(5));
+    app.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").expect("create");
+    let mut d = s.start();
+    let t_old = sync_when_replicating(&mut d, &s);
+    drop(app);
+    for p in [s.db.clone(), s.side("-wal"), s.side("-shm")] {
+        std::fs::remove_file(&p).unwrap_or_else(|e| panic!("remove {}: {e}", p.display()));
+    }
+    wait_for_log(&mut d, "stopped replicating: the database file was deleted", 1);
+    let app = Connection::open(&s.db).expect("open");
+    app.execute_batch("PRAGMA page_size=8192; PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (2);")
+        .expect("create");
+    // Its only database refused, the daemon has nothing left to do and exits with an error.
+    let status = d.guard.wait_timeout(DAEMON_DEADLINE);
+    let log = d.log_text();
+    assert!(status.is_some_and(|s| !s.success()), "daemon status {status:?}; log:\n{log}");
+    assert!(log.contains("was recreated with page size 8192") && log.contains("page size 4096"), "log:\n{log}");
+    let listing = sluice_ltx(&s.url);
+    assert!(listing.iter().all(|f| f.max <= t_old), "files of the refused database were uploaded: {listing:?}");
 }
 
 fn ltx_summary(dir: &Path, f: &Listed) -> String {
