@@ -127,9 +127,56 @@ pub enum Error {
         /// What the WAL index says was committed and why it was not read.
         reason: String,
     },
+    /// A read of the replica did not finish within its deadline.
+    #[error("reading {what} from replica {replica} took longer than {after:?}; giving up")]
+    ReadTimeout {
+        /// Redacted replica URL.
+        replica: String,
+        /// What was being read.
+        what: String,
+        /// The deadline.
+        after: std::time::Duration,
+    },
+    /// A page within the database size is in no file of the plan.
+    #[error("page {pgno} of TXID {txid} is in no file of replica {replica}")]
+    PageNotInReplica {
+        /// The page.
+        pgno: u32,
+        /// The view's TXID.
+        txid: TxId,
+        /// Redacted replica URL.
+        replica: String,
+    },
+    /// A time or TXID given by a user could not be understood.
+    #[error("cannot parse time {input:?}: {reason}")]
+    BadTime {
+        /// What was given.
+        input: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Replication stopped before the replica ever answered.
     #[error("stopped before the replica could be reached, nothing was replicated: {0}")]
     NeverConnected(Box<Error>),
+    /// The database is not there (yet): replication waits for it.
+    #[error("{db} does not exist or is not yet a SQLite database; replication starts when it is")]
+    DatabaseMissing {
+        /// The database.
+        db: PathBuf,
+    },
+    /// The database was recreated with another page size than the history in its replica.
+    #[error(
+        "{db} was recreated with page size {now}, but its replica holds history of page size {was}; \
+         replicate it to a new replica (or remove the old replica's files), then restart"
+    )]
+    PageSizeChanged {
+        /// The database.
+        db: PathBuf,
+        /// Page size of the database replicated before.
+        was: u32,
+        /// Page size of the new database.
+        now: u32,
+    },
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

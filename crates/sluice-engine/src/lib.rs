@@ -4,10 +4,14 @@
 //!
 //! # Layout
 //! - [`restore`]: plan, download ahead, apply, install atomically.
+//! - [`read`]: pages of a replica on demand (the VFS's read path): views, cache, polling.
 //! - [`error`]: typed errors naming files, TXIDs and paths.
+//! - [`perms`]: the mode and owner of everything written about a database.
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod perms;
+pub mod read;
 pub mod restore;
 
 pub use error::{Error, Result};

@@ -1,0 +1,203 @@
+//! A replica opened for reading: one per URL per process, shared by every connection, with
+//! one poller that publishes a new [`View`] whenever new files appear.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use sluice_ltx::TxId;
+use sluice_storage::{FileInfo, ReplicaClient};
+
+use super::fetch::Fetcher;
+use super::view::{FileIndex, View};
+use super::{ReadOptions, block_on, runtime};
+use crate::error::{Error, Result};
+use crate::restore::{self, Target};
+
+/// Open replicas of this process, by URL and options.
+type Registry = Mutex<HashMap<(String, ReadOptions), Weak<Replica>>>;
+
+fn registry() -> &'static Registry {
+    static R: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+/// A replica opened for reading.
+pub struct Replica {
+    client: ReplicaClient,
+    opts: ReadOptions,
+    latest: RwLock<Arc<View>>,
+    /// Headers and indexes of files seen, so re-plans (time travel) fetch only new ones.
+    known: Mutex<HashMap<(u8, TxId, TxId), Arc<FileIndex>>>,
+    fetcher: Fetcher,
+    last_poll: Mutex<Option<Instant>>,
+    /// The last poll failed (logged once until one succeeds).
+    poll_failing: Mutex<bool>,
+}
+
+impl Replica {
+    /// The replica at `url` with `opts`, opened once per process and shared; its poller runs
+    /// while any caller holds it. Blocking; errors name what failed (URL, listing, a file).
+    pub fn open_shared(url: &str, opts: ReadOptions) -> Result<Arc<Replica>> {
+        let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
+        let key = (url.to_string(), opts);
+        if let Some(r) = reg.get(&key).and_then(Weak::upgrade) {
+            return Ok(r);
+        }
+        let client = ReplicaClient::from_url(url)?;
+        let replica = Replica::open(client, opts)?;
+        reg.retain(|_, w| w.strong_count() > 0);
+        reg.insert(key, Arc::downgrade(&replica));
+        Ok(replica)
+    }
+
+    /// Opens `client`'s replica (not shared): plans the latest state and starts the poller.
+    pub fn open(client: ReplicaClient, opts: ReadOptions) -> Result<Arc<Replica>> {
+        let desc = client.description().to_string();
+        let c = client.clone();
+        let files = block_on(
+            async move {
+                let plan = restore::plan_restore(&c, Target::Latest).await?;
+                FileIndex::fetch_all(&c, &plan, &|_| None).await
+            },
+            opts.read_timeout.max(Duration::from_secs(30)),
+            &desc,
+            || "the restore plan and page indexes".into(),
+        )?;
+        let known = files.iter().map(|f| (id(&f.info), f.clone())).collect();
+        let view = View::build(files)?;
+        tracing::info!(replica = %desc, txid = %view.txid, pages = view.commit, "opened replica for reading");
+        let replica = Arc::new(Replica {
+            client,
+            opts,
+            latest: RwLock::new(Arc::new(view)),
+            known: Mutex::new(known),
+            fetcher: Fetcher::new(opts.cache_bytes),
+            last_poll: Mutex::new(Some(Instant::now())),
+            poll_failing: Mutex::new(false),
+        });
+        runtime().spawn(poll_loop(Arc::downgrade(&replica), opts.poll_interval));
+        Ok(replica)
+    }
+
+    /// The redacted URL.
+    pub fn description(&self) -> &str {
+        self.client.description()
+    }
+
+    /// The newest view: what a new read transaction should see.
+    pub fn latest(&self) -> Arc<View> {
+        self.latest.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The view as of `target`, planned exactly as `sluice restore` plans it. Blocking.
+    pub fn view_at(self: &Arc<Self>, target: Target) -> Result<Arc<View>> {
+        if target == Target::Latest {
+            return Ok(self.latest());
+        }
+        let me = self.clone();
+        block_on(
+            async move {
+                let plan = restore::plan_restore(&me.client, target).await?;
+                let files = FileIndex::fetch_all(&me.client, &plan, &|f| me.known_index(f)).await?;
+                me.remember(&files);
+                View::build(files).map(Arc::new)
+            },
+            self.opts.read_timeout,
+            self.description(),
+            || format!("the restore plan for {target:?}"),
+        )
+    }
+
+    /// Reads page `pgno` of `view` into `buf` (one page). Blocking, bounded by the read
+    /// timeout; zeros for the lock page and pages past the end.
+    pub fn read_page(self: &Arc<Self>, view: &Arc<View>, pgno: u32, buf: &mut [u8]) -> Result<()> {
+        if buf.len() != view.page_size as usize {
+            return Err(Error::Task(format!("read of {} bytes from {}-byte pages", buf.len(), view.page_size)));
+        }
+        let (me, v) = (self.clone(), view.clone());
+        let page = block_on(
+            async move { me.fetcher.page(&me.client, &v, pgno).await },
+            self.opts.read_timeout,
+            self.description(),
+            || format!("page {pgno} of TXID {}", view.txid),
+        )?;
+        buf.copy_from_slice(&page);
+        Ok(())
+    }
+
+    /// Time since the last successful poll.
+    pub fn lag(&self) -> Option<Duration> {
+        self.last_poll.lock().unwrap_or_else(|p| p.into_inner()).map(|t| t.elapsed())
+    }
+
+    fn known_index(&self, f: &FileInfo) -> Option<Arc<FileIndex>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner()).get(&id(f)).cloned()
+    }
+
+    fn remember(&self, files: &[Arc<FileIndex>]) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        for f in files {
+            known.entry(id(&f.info)).or_insert_with(|| f.clone());
+        }
+    }
+
+    /// One poll: level-0 files after the current TXID (one LIST when nothing changed). Files
+    /// that continue the view extend it; anything else (a gap left by retention, a new
+    /// snapshot) re-plans from a full listing.
+    async fn poll(&self) -> Result<()> {
+        let current = self.latest();
+        let next = TxId(current.txid.0 + 1);
+        let new = self.client.list_level_from(0, next).await?;
+        if new.is_empty() {
+            return Ok(());
+        }
+        let view = if new[0].min_txid == next && new.windows(2).all(|w| w[1].min_txid.0 == w[0].max_txid.0 + 1) {
+            let files = FileIndex::fetch_all(&self.client, &new, &|f| self.known_index(f)).await?;
+            self.remember(&files);
+            current.extend(files)?
+        } else {
+            let plan = restore::plan_restore(&self.client, Target::Latest).await?;
+            let files = FileIndex::fetch_all(&self.client, &plan, &|f| self.known_index(f)).await?;
+            self.remember(&files);
+            View::build(files)?
+        };
+        if view.txid > current.txid {
+            tracing::debug!(replica = %self.description(), txid = %view.txid, pages = view.commit, "new view");
+            *self.latest.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
+        }
+        Ok(())
+    }
+}
+
+fn id(f: &FileInfo) -> (u8, TxId, TxId) {
+    (f.level, f.min_txid, f.max_txid)
+}
+
+/// Polls while anyone holds the replica. A failed poll keeps the current view: it is still
+/// a consistent state, only older; `lag` tells how much.
+async fn poll_loop(replica: Weak<Replica>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(r) = replica.upgrade() else { return };
+        let result = tokio::time::timeout(r.opts.read_timeout, r.poll()).await;
+        let mut failing = r.poll_failing.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(Ok(())) => {
+                *r.last_poll.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                if std::mem::take(&mut *failing) {
+                    tracing::info!(replica = %r.description(), "polling the replica works again");
+                }
+            }
+            Ok(Err(e)) if !*failing => {
+                *failing = true;
+                tracing::warn!(replica = %r.description(), error = %e, "polling the replica failed; serving the last state");
+            }
+            Err(_) if !*failing => {
+                *failing = true;
+                tracing::warn!(replica = %r.description(), "polling the replica timed out; serving the last state");
+            }
+            _ => {}
+        }
+    }
+}
