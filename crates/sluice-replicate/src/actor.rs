@@ -8,9 +8,9 @@ use std::sync::mpsc as std_mpsc;
 use sluice_ltx::{Header, TxId};
 use tokio::sync::oneshot;
 
-use sluice_engine::error::{Error, Result};
 use crate::local::MetaDir;
 use crate::shipper::{Checkpoint, Position, Shipper, ShipperOptions, SnapshotView, Synced};
+use sluice_engine::error::{Error, Result};
 
 enum Cmd {
     Sync(oneshot::Sender<Result<Option<Synced>>>),

@@ -12,11 +12,11 @@ use chrono::{DateTime, Utc};
 use sluice_ltx::{Decoder, TxId};
 use sluice_storage::{FileInfo, ReplicaClient};
 
-use sluice_engine::error::{Error, Result};
-use sluice_engine::perms::Perms;
 use crate::index::{SharedIndex, lock};
 use crate::local::MetaDir;
 use crate::metrics::DbMetrics;
+use sluice_engine::error::{Error, Result};
+use sluice_engine::perms::Perms;
 use sluice_engine::restore::SNAPSHOT_LEVEL;
 
 /// Most local files merged into one upload (Litestream's `max-sync-ltx-files`).
