@@ -44,8 +44,9 @@ const ENV_LOG_FILE: [&str; 2] = ["SLUICE_LOG_FILE", "LITESTREAM_LOG_FILE"];
 
 /// URI parameters of one database.
 pub const URI_REPLICA: &str = "replica";
-/// Cache size in bytes (`64MB`, `16MiB`, `1048576`).
-pub const URI_CACHE: &str = "cache";
+/// Cache size in bytes (`64MB`, `16MiB`, `1048576`). Not `cache`: SQLite reserves that
+/// parameter (`cache=shared|private`) and fails the open on any other value.
+pub const URI_CACHE: &str = "cache_size";
 /// Poll interval (`500ms`, `2s`).
 pub const URI_POLL: &str = "poll";
 /// Read deadline (`10s`).
@@ -198,7 +199,7 @@ mod tests {
         assert_eq!(s.read.cache_bytes, 1 << 20);
         assert_eq!(s.read.poll_interval, Duration::from_millis(250));
         assert_eq!(s.read.read_timeout, ReadOptions::default().read_timeout);
-        let s = base.for_database("app.db", lookup(&[("cache", "2MiB"), ("timeout", "3s")])).unwrap();
+        let s = base.for_database("app.db", lookup(&[("cache_size", "2MiB"), ("timeout", "3s")])).unwrap();
         assert_eq!((s.url.as_str(), s.read.cache_bytes), ("s3://b/a", 2 << 20));
         assert_eq!(s.read.read_timeout, Duration::from_secs(3));
     }

@@ -115,8 +115,10 @@ impl Error {
     /// anything that stops a database from opening is `SQLITE_CANTOPEN`.
     pub fn sqlite_code(&self) -> i32 {
         match self {
-            Error::NoReplicaUrl { .. } | Error::Open { .. } => rc::CANTOPEN,
-            Error::Config { .. } | Error::TimeTravel { .. } => rc::ERROR,
+            // Settings are read when a database opens (or the extension loads, where the
+            // message matters more than the code).
+            Error::NoReplicaUrl { .. } | Error::Open { .. } | Error::Config { .. } => rc::CANTOPEN,
+            Error::TimeTravel { .. } => rc::ERROR,
             Error::Read { .. } => rc::IOERR_READ,
             Error::ReadOnly { .. } => rc::READONLY,
             Error::LockTransition { .. } => rc::IOERR_LOCK,

@@ -45,6 +45,7 @@ use std::ffi::{c_char, c_int};
 pub use config::{Config, DbSettings};
 pub use error::{Error, Result};
 pub use ffi::{MIN_SQLITE_VERSION, VFS_NAME, sqlite3_sluicevfs_init};
+pub use sluice_engine::read::ReadOptions;
 
 /// Sets the process-wide settings (instead of the environment) and returns the extension's
 /// entry point, to register with the SQLite your program links as an auto-extension. The first

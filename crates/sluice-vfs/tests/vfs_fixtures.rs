@@ -169,3 +169,53 @@ fn missing_and_damaged_replicas_give_errors() {
         }
     }
 }
+
+#[test]
+fn one_process_reads_several_replicas_named_by_uri() {
+    let tmp = tempfile::tempdir().unwrap();
+    let names = ["basic", "pagesize-65536", "shrink"];
+    let conns: Vec<(&str, Connection)> = names
+        .iter()
+        .map(|n| {
+            let url = file_url(&copy_replica_to(n, tmp.path().join(n)));
+            (*n, vfs::open(&url, &[("poll", "250ms"), ("cache_size", "2MiB"), ("timeout", "5s")]).unwrap())
+        })
+        .collect();
+    for (name, conn) in &conns {
+        let manifest = load_manifest(name);
+        let seen = content_of(conn).unwrap();
+        assert_eq!(seen.logical_sha256, manifest.latest_restore().result.as_ref().unwrap().logical_sha256, "{name}");
+        assert_eq!(vfs::txid(conn).unwrap(), manifest.final_txid, "{name}");
+    }
+    let err = vfs::open(&file_url(tmp.path()), &[("poll", "soon")]).unwrap_err();
+    assert!(format!("{err:#}").contains("unable to open"), "{err:#}");
+}
+
+#[test]
+fn temporary_files_live_in_a_private_directory_removed_at_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = file_url(&copy_replica_to("basic", tmp.path().join("replica")));
+    let private_tmp = tmp.path().join("tmp");
+    std::fs::create_dir(&private_tmp).unwrap();
+    let so = vfs::debug_so();
+    // In the shell, with TMPDIR pointing at an empty directory: spill a temporary table to
+    // disk, list the directory while the connection is open, close it, list again.
+    let out = std::process::Command::new("sqlite3")
+        .env("TMPDIR", &private_tmp)
+        .env("SLUICE_REPLICA_URL", &url)
+        .args([":memory:", &format!(".load {}", so.display()), ".open file:app.db?vfs=sluice"])
+        .args(["PRAGMA temp_store = FILE;", "PRAGMA temp.cache_size = 2;", "CREATE TEMP TABLE t(x);"])
+        .arg("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 300) INSERT INTO t SELECT randomblob(4000) FROM s;")
+        .arg("SELECT 'rows', count(*) FROM t;")
+        .arg(format!(".system stat -c 'open: %a %F' {}/sluice-vfs-*", private_tmp.display()))
+        .arg(".open :memory:")
+        .arg(format!(".system echo closed: $(ls -A {})", private_tmp.display()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("rows|300"), "{stdout}");
+    assert!(stdout.contains("open: 700 directory"), "one private directory, mode 0700: {stdout}");
+    // (`.system` output is not ordered with the shell's own buffered output.)
+    assert!(stdout.lines().any(|l| l == "closed:"), "removed with the last connection: {stdout}");
+}
