@@ -34,6 +34,8 @@ struct Shared {
     rng: AtomicU64,
     /// Requests are held, not forwarded.
     stalled: AtomicBool,
+    /// Requests cut so far.
+    cuts: AtomicU64,
 }
 
 impl Proxy {
@@ -63,6 +65,11 @@ impl Proxy {
     pub fn set_fail_ratio(&self, ratio: f64, seed: u64) {
         self.shared.rng.store(seed | 1, Ordering::SeqCst);
         self.shared.fail_ppm.store((ratio.clamp(0.0, 1.0) * 1e6) as u32, Ordering::SeqCst);
+    }
+
+    /// How many requests [`Proxy::set_fail_ratio`] has cut so far.
+    pub fn cut_requests(&self) -> u64 {
+        self.shared.cuts.load(Ordering::SeqCst)
     }
 
     /// While `on`, requests are held unanswered (connections stay open), as when the endpoint
@@ -167,6 +174,7 @@ fn requests(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
             std::thread::sleep(Duration::from_millis(10));
         }
         if cut(shared) {
+            shared.cuts.fetch_add(1, Ordering::SeqCst);
             let _ = from.shutdown(Shutdown::Both);
             let _ = to.shutdown(Shutdown::Both);
             return;
