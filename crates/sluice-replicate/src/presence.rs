@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use sluice_engine::error::Error;
 use crate::Request;
+use sluice_engine::error::Error;
 
 /// First re-check of a missing database.
 const FIRST_CHECK: Duration = Duration::from_millis(50);

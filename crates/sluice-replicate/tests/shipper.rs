@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 use sluice_engine::perms::Perms;
-use sluice_replicate::local::MetaDir;
-use sluice_replicate::shipper::{Checkpoint, Shipper, ShipperOptions};
 use sluice_engine::restore::apply::Image;
+use sluice_engine::write::local::MetaDir;
 use sluice_ltx::TxId;
+use sluice_replicate::shipper::{Checkpoint, Shipper, ShipperOptions};
 use sluice_storage::FileInfo;
 
 fn opts(limit: u64) -> ShipperOptions {
