@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`writer`]: [`ReplicaWriter`], the lease, the uploader and maintenance tasks, shutdown.
+//! - [`buffer`]: the VFS write mode's on-disk write buffer (commits, rollbacks, recovery).
 //! - [`local`]: the meta directory of local L0 files (what capture writes, uploads read).
 //! - [`uploader`], [`compaction`]: shipping files, the level ladder, snapshots, retention.
 //! - [`index`]: the in-memory view of the replica. [`lease`]: one writer per replica.
@@ -17,6 +18,7 @@ use sluice_ltx::{Header, TxId};
 use crate::error::Result;
 pub use crate::restore::SNAPSHOT_LEVEL;
 
+pub mod buffer;
 pub mod compaction;
 pub mod index;
 pub mod lease;
