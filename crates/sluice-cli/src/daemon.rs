@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use sluice_engine::perms::Perms;
-use sluice_replicate::metrics::{DbMetrics, render_all};
+use sluice_engine::write::metrics::{DbMetrics, render_all};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Name of the lock/PID file in the meta directory.

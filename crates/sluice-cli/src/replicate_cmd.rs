@@ -7,8 +7,8 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result, bail};
 use sluice_config::{Config, DbConfig, ReplicaSettings};
-use sluice_replicate::compaction::Retention;
-use sluice_replicate::metrics::DbMetrics;
+use sluice_engine::write::compaction::Retention;
+use sluice_engine::write::metrics::DbMetrics;
 use sluice_replicate::presence::{self, Presence};
 use sluice_replicate::{ReplicateOptions, Request, replicate};
 use sluice_storage::ReplicaClient;

@@ -8,9 +8,9 @@ use std::sync::mpsc as std_mpsc;
 use sluice_ltx::{Header, TxId};
 use tokio::sync::oneshot;
 
-use crate::local::MetaDir;
 use crate::shipper::{Checkpoint, Position, Shipper, ShipperOptions, SnapshotView, Synced};
 use sluice_engine::error::{Error, Result};
+use sluice_engine::write::local::MetaDir;
 
 enum Cmd {
     Sync(oneshot::Sender<Result<Option<Synced>>>),
@@ -110,5 +110,20 @@ impl ShipperHandle {
     /// The meta directory, as the shipper opened (and cleaned) it.
     pub fn meta(&self) -> &MetaDir {
         &self.meta
+    }
+}
+
+/// Snapshots read from the database, for a replica that has none to merge one from.
+impl sluice_engine::write::ImageSource for ShipperHandle {
+    fn position(&self) -> futures::future::BoxFuture<'_, Result<Option<TxId>>> {
+        Box::pin(async move { Ok(ShipperHandle::position(self).await?.map(|p| p.txid)) })
+    }
+
+    fn write_image(&self, path: PathBuf) -> futures::future::BoxFuture<'_, Result<Option<Header>>> {
+        Box::pin(self.snapshot(path))
+    }
+
+    fn scratch_dir(&self) -> &std::path::Path {
+        self.meta_root()
     }
 }

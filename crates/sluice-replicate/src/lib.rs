@@ -16,20 +16,13 @@
 //!   [`presence`]: waiting for a database file and noticing it go.
 
 pub mod actor;
-pub mod compaction;
 mod conn;
-pub mod index;
-pub mod lease;
 pub mod lifecycle;
-pub mod local;
-pub mod metrics;
-pub mod outage;
 pub mod poll;
 pub mod presence;
 pub mod service;
 pub mod shipper;
 mod shm;
-pub mod uploader;
 pub mod wal;
 
 pub use lifecycle::replicate;

@@ -13,10 +13,10 @@ use std::time::Duration;
 use sluice_storage::ReplicaClient;
 use tokio::sync::{mpsc, watch};
 
-use crate::metrics::DbMetrics;
 use crate::presence::{self, DbFile, Gone};
 use crate::service::{ReplicateOptions, Request, replicate_db};
 use sluice_engine::error::{Error, Result};
+use sluice_engine::write::metrics::DbMetrics;
 
 /// Shortest interval between checks that the database file is still there.
 const MIN_GONE_CHECK: Duration = Duration::from_millis(50);

@@ -9,23 +9,18 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use sluice_ltx::TxId;
+use sluice_engine::error::{Error, Result};
+use sluice_engine::write::compaction::Retention;
+use sluice_engine::write::metrics::DbMetrics;
+use sluice_engine::write::outage::Outage;
+use sluice_engine::write::{ReplicaWriter, WriterOptions, connect};
 use sluice_storage::ReplicaClient;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::actor::ShipperHandle;
-use crate::compaction::{self, Retention};
-use crate::index::{ReplicaIndex, SharedIndex, lock};
-use crate::lease::Lease;
-use crate::local::MetaDir;
-use crate::metrics::DbMetrics;
-use crate::outage::{Backoff, Outage, is_permanent};
 use crate::poll::{self, WalWatch};
 use crate::shipper::{Checkpoint, ShipperOptions};
-use crate::uploader::{note_pending, upload_pending};
-use sluice_engine::error::{Error, Result};
-use sluice_engine::restore::SNAPSHOT_LEVEL;
 
 /// Wait before retrying a checkpoint that another reader kept from completing.
 const FIRST_PARTIAL_BACKOFF: Duration = Duration::from_millis(20);
@@ -70,10 +65,16 @@ pub struct ReplicateOptions {
 }
 
 impl ReplicateOptions {
-    /// Longest wait between two attempts to reach storage: short enough that replication
-    /// catches up within a few sync intervals after an outage ends.
-    fn retry_cap(&self) -> Duration {
-        (self.sync_interval * 5).clamp(Duration::from_secs(2), Duration::from_secs(10))
+    /// The replica writer's part of the settings.
+    pub fn writer_options(&self) -> WriterOptions {
+        WriterOptions {
+            sync_interval: self.sync_interval,
+            levels: self.levels.clone(),
+            snapshot_interval: self.snapshot_interval,
+            retention: self.retention.clone(),
+            shutdown_sync_timeout: self.shutdown_sync_timeout,
+            lease_ttl: self.lease_ttl,
+        }
     }
 }
 
@@ -95,57 +96,25 @@ pub(crate) async fn replicate_db(
     resume: bool,
 ) -> Result<()> {
     let outage = Arc::new(Outage::default());
-    let Some((lease, index)) = connect(&opts, &client, &metrics, &outage, &mut shutdown).await? else {
-        return Ok(());
-    };
-    let lease = Arc::new(tokio::sync::Mutex::new(lease));
-    let index: SharedIndex = Arc::new(std::sync::Mutex::new(index));
-    let remote_max = lock(&index).max_txid();
+    let wopts = opts.writer_options();
+    let (lease, index) =
+        connect(&client, &opts.meta_dir, &opts.db_path, &wopts, &metrics, &outage, &mut shutdown).await?;
+    let remote_max = index.max_txid();
     let sopts = ShipperOptions { busy_timeout: opts.busy_timeout, max_sync_wal_bytes: opts.max_sync_wal_bytes, resume };
     let shipper = Arc::new(ShipperHandle::spawn(opts.db_path.clone(), opts.meta_dir.clone(), remote_max, sopts).await?);
     // The shipper opened (and cleaned) the directory; temp files of running tasks must stay.
     let meta = shipper.meta().clone();
     let frame = 24 + u64::from(shipper.page_size());
     tracing::info!(db = %opts.db_path.display(), replica = client.description(), txid = %remote_max, "replicating");
+    let writer = ReplicaWriter::new(client, meta, lease, index, metrics.clone(), outage, wopts);
 
     // First capture: a full image when there is no usable position.
     let first = shipper.sync().await?;
-    let needs_snapshot = first.as_ref().is_some_and(|s| s.full) || lock(&index).files(9).is_empty();
+    let needs_snapshot = first.as_ref().is_some_and(|s| s.full) || !writer.has_snapshot();
     // A first full image at TXID 1 becomes the first snapshot as it is uploaded.
     let first_image = first.as_ref().filter(|s| s.full).map(|s| s.header.max_txid);
-    let uploaded = Arc::new(Notify::new());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let wake = Arc::new(Notify::new());
-    let mut uploader = tokio::spawn(upload_loop(
-        Shared {
-            client: client.clone(),
-            meta: meta.clone(),
-            index: index.clone(),
-            metrics: metrics.clone(),
-            lease: lease.clone(),
-            outage: outage.clone(),
-        },
-        opts.sync_interval,
-        opts.retry_cap(),
-        wake.clone(),
-        uploaded.clone(),
-        stop_rx.clone(),
-    ));
-    let mut maint = tokio::spawn(maintenance_loop(
-        client.clone(),
-        meta.clone(),
-        shipper.clone(),
-        index.clone(),
-        metrics.clone(),
-        opts.clone(),
-        outage.clone(),
-        needs_snapshot,
-        first_image,
-        uploaded.clone(),
-        stop_rx,
-    ));
-    note_synced(&metrics, first.as_ref(), &wake);
-    wake.notify_one();
+    let mut tasks = writer.start(shipper.clone(), needs_snapshot, first_image);
+    note_synced(&writer, first.as_ref());
 
     let mut monitor = tokio::time::interval(opts.monitor_interval);
     monitor.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -204,24 +173,22 @@ pub(crate) async fn replicate_db(
                     requests_open = false;
                     continue;
                 };
-                let res = capture(&shipper, &metrics, &wake).await;
+                let res = capture(&shipper, &writer).await;
                 dirty |= res.as_ref().is_ok_and(|c| *c);
                 match res {
                     // Upload off this loop: waiting for a running upload must not stall
                     // capturing and checkpoints.
                     Ok(_) => {
-                        let (client, meta, index, metrics, lease) =
-                            (client.clone(), meta.clone(), index.clone(), metrics.clone(), lease.clone());
+                        let writer = writer.clone();
                         tokio::spawn(async move {
-                            let _ = reply.send(upload(&client, &meta, &index, &metrics, &lease).await);
+                            let _ = reply.send(writer.upload_now().await);
                         });
                     }
                     Err(e) => drop(reply.send(Err(e))),
                 }
                 continue;
             }
-            r = &mut uploader => break Err(task_end("uploader", r)),
-            r = &mut maint => break Err(task_end("maintenance", r)),
+            e = tasks.ended() => break Err(e),
             _ = shutdown.changed() => break Ok(()),
         }
         // Past the local budget (a long outage), new changes stay in the WAL: our read lock
@@ -242,13 +209,13 @@ pub(crate) async fn replicate_db(
             continue;
         }
         if !checkpoint_now {
-            let captured = capture(&shipper, &metrics, &wake).await;
+            let captured = capture(&shipper, &writer).await;
             last_capture = Instant::now();
             match captured {
                 Ok(captured) => {
                     dirty |= captured;
                     if captured {
-                        note_pending(&meta, &index, &metrics);
+                        writer.note_pending();
                     }
                     if let Some(since) = stalled_since.take().or(sync_failing.take()) {
                         tracing::info!(db = %opts.db_path.display(), after = ?since.elapsed(), "capturing again");
@@ -305,7 +272,7 @@ pub(crate) async fn replicate_db(
                     dirty = false;
                     checkpointed_at = observed;
                     metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
-                    note_synced(&metrics, synced.as_ref(), &wake);
+                    note_synced(&writer, synced.as_ref());
                 }
                 Ok((Checkpoint::Partial, synced)) => {
                     // A reader pins part of the WAL: retrying at once would only take the write
@@ -314,7 +281,7 @@ pub(crate) async fn replicate_db(
                     checkpoint_hold = Instant::now() + partial_backoff;
                     partial_backoff = (partial_backoff * 2).min(opts.monitor_interval.max(Duration::from_secs(1)));
                     metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
-                    note_synced(&metrics, synced.as_ref(), &wake);
+                    note_synced(&writer, synced.as_ref());
                 }
                 Ok((Checkpoint::Busy, _)) => tracing::debug!("checkpoint skipped: database busy"),
                 Err(e) => {
@@ -326,275 +293,25 @@ pub(crate) async fn replicate_db(
     };
 
     // Shutdown: capture the last commits and upload them, bounded in time.
-    let _ = stop_tx.send(true);
-    let final_capture = capture(&shipper, &metrics, &wake).await;
-    let deadline = Instant::now() + opts.shutdown_sync_timeout;
-    let mut last_err = final_capture.err();
-    loop {
-        match upload(&client, &meta, &index, &metrics, &lease).await {
-            Ok(_) => {
-                outage.succeeded(&metrics);
-                break;
-            }
-            Err(e) if is_permanent(&e) || Instant::now() >= deadline => {
-                last_err = Some(e);
-                break;
-            }
-            Err(e) => {
-                outage.failed(&metrics, "final upload", &e);
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-    uploader.abort();
-    maint.abort();
-    let conflict = matches!(result, Err(Error::Conflict { .. })) || matches!(last_err, Some(Error::Conflict { .. }));
-    if !conflict {
-        // Our lease (not someone else's): let another daemon take over at once.
-        let _ = tokio::time::timeout(Duration::from_secs(5), async { lease.lock().await.release_ref().await }).await;
-    }
-    match (result, last_err) {
+    let final_capture = capture(&shipper, &writer).await;
+    let conflict = matches!(result, Err(Error::Conflict { .. }));
+    let upload_err = writer.finish(tasks, conflict).await;
+    match (result, final_capture.err().or(upload_err)) {
         (Err(e), _) | (Ok(()), Some(e)) => Err(e),
         (Ok(()), None) => Ok(()),
     }
 }
 
-fn task_end(name: &str, r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Error {
-    match r {
-        Ok(Err(e)) => e,
-        Ok(Ok(())) => Error::Task(format!("{name} task stopped")),
-        Err(e) => Error::Task(format!("{name} task failed: {e}")),
-    }
-}
-
 /// Syncs; `true` if a local L0 file was written.
-async fn capture(shipper: &ShipperHandle, metrics: &DbMetrics, wake: &Notify) -> Result<bool> {
+async fn capture(shipper: &ShipperHandle, writer: &ReplicaWriter) -> Result<bool> {
     let synced = shipper.sync().await?;
-    note_synced(metrics, synced.as_ref(), wake);
+    note_synced(writer, synced.as_ref());
     Ok(synced.is_some())
 }
 
-/// Metrics and the uploader's wake-up after a capture.
-fn note_synced(metrics: &DbMetrics, synced: Option<&crate::shipper::Synced>, wake: &Notify) {
+/// Tells the writer about a new local file.
+fn note_synced(writer: &ReplicaWriter, synced: Option<&crate::shipper::Synced>) {
     if let Some(s) = synced {
-        metrics.syncs.fetch_add(1, Ordering::Relaxed);
-        metrics.local_txid.store(s.header.max_txid.0, Ordering::Relaxed);
-        if metrics.oldest_pending_ms.load(Ordering::Relaxed) == 0 {
-            metrics.oldest_pending_ms.store(s.header.timestamp_ms as u64, Ordering::Relaxed);
-        }
-        wake.notify_one();
-    }
-}
-
-/// Renews the lease if due, then uploads what is pending. Holding the lease's lock for the
-/// whole upload serialises the background uploader, forced syncs and the final upload.
-async fn upload(
-    client: &ReplicaClient,
-    meta: &MetaDir,
-    index: &SharedIndex,
-    metrics: &DbMetrics,
-    lease: &tokio::sync::Mutex<Lease>,
-) -> Result<sluice_ltx::TxId> {
-    let mut held = lease.lock().await;
-    held.renew_if_due().await?;
-    upload_pending(client, meta, index, metrics).await
-}
-
-/// Takes the lease and lists the replica, retrying transient failures until storage answers
-/// (a machine may boot before its network, or during a storage incident). `None` when asked
-/// to stop first; errors no retry can fix end it at once.
-async fn connect(
-    opts: &ReplicateOptions,
-    client: &ReplicaClient,
-    metrics: &DbMetrics,
-    outage: &Outage,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<Option<(Lease, ReplicaIndex)>> {
-    let mut backoff = Backoff::new(Duration::from_millis(200), opts.retry_cap());
-    loop {
-        let attempt = async {
-            let lease = Lease::acquire(client, &opts.meta_dir, &opts.db_path, opts.lease_ttl).await?;
-            Ok::<_, Error>((lease, ReplicaIndex::load(client).await?))
-        };
-        match attempt.await {
-            Ok(connected) => {
-                outage.succeeded(metrics);
-                return Ok(Some(connected));
-            }
-            Err(e) if is_permanent(&e) || !matches!(e, Error::Storage(_)) => return Err(e),
-            Err(e) => {
-                outage.failed(metrics, "connect", &e);
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    _ = shutdown.changed() => return Err(Error::NeverConnected(Box::new(e))),
-                }
-            }
-        }
-    }
-}
-
-/// What the background tasks of one database share.
-#[derive(Clone)]
-struct Shared {
-    client: ReplicaClient,
-    meta: MetaDir,
-    index: SharedIndex,
-    metrics: Arc<DbMetrics>,
-    lease: Arc<tokio::sync::Mutex<Lease>>,
-    outage: Arc<Outage>,
-}
-
-/// Uploads at most once per sync interval, sooner after a quiet period; through an outage,
-/// retries with backoff up to `retry_cap` for as long as it lasts.
-async fn upload_loop(
-    sh: Shared,
-    interval: Duration,
-    retry_cap: Duration,
-    wake: Arc<Notify>,
-    uploaded: Arc<Notify>,
-    mut stop: watch::Receiver<bool>,
-) -> Result<()> {
-    let mut backoff = Backoff::new(interval, retry_cap);
-    let mut wait = Duration::ZERO;
-    let mut last = Instant::now() - interval;
-    loop {
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = stop.changed() => return Ok(()),
-        }
-        // Pace uploads: everything captured within one interval goes up as one file.
-        tokio::select! {
-            _ = tokio::time::sleep_until(last + interval.max(wait)) => {}
-            _ = stop.changed() => return Ok(()),
-        }
-        last = Instant::now();
-        match upload(&sh.client, &sh.meta, &sh.index, &sh.metrics, &sh.lease).await {
-            Ok(_) => {
-                backoff.reset();
-                wait = Duration::ZERO;
-                sh.outage.succeeded(&sh.metrics);
-                uploaded.notify_one();
-            }
-            Err(e) if is_permanent(&e) => return Err(e),
-            Err(e) => {
-                sh.metrics.errors_upload.fetch_add(1, Ordering::Relaxed);
-                wait = backoff.next_delay();
-                if matches!(e, Error::Storage(_)) {
-                    sh.outage.failed(&sh.metrics, "upload", &e);
-                } else {
-                    tracing::warn!(error = %e, retry_in = ?wait, "upload failed");
-                }
-                note_pending(&sh.meta, &sh.index, &sh.metrics);
-                wake.notify_one();
-            }
-        }
-    }
-}
-
-/// Next wall-clock multiple of `every` (Litestream aligns levels to the epoch).
-fn next_boundary(every: Duration) -> Instant {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let every_ms = every.as_millis().max(1);
-    let wait = every_ms - now.as_millis() % every_ms;
-    Instant::now() + Duration::from_millis(wait as u64)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn maintenance_loop(
-    client: ReplicaClient,
-    meta: MetaDir,
-    shipper: Arc<ShipperHandle>,
-    index: SharedIndex,
-    metrics: Arc<DbMetrics>,
-    opts: ReplicateOptions,
-    outage: Arc<Outage>,
-    mut needs_snapshot: bool,
-    first_image: Option<TxId>,
-    uploaded: Arc<Notify>,
-    mut stop: watch::Receiver<bool>,
-) -> Result<()> {
-    let mut due: Vec<Instant> = opts.levels.iter().map(|d| next_boundary(*d)).collect();
-    let mut snap_due = next_boundary(opts.snapshot_interval);
-    let mut snapshot_failed = false;
-    loop {
-        if needs_snapshot {
-            // Wait for the first upload so the snapshot never runs ahead of level 0; after a
-            // failure, retry on a timer too (an idle database may not upload again).
-            tokio::select! {
-                _ = uploaded.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)), if snapshot_failed => {}
-                _ = stop.changed() => return Ok(()),
-            }
-            if first_image.is_some_and(|t| lock(&index).level_max(SNAPSHOT_LEVEL) >= t) {
-                // The uploader filed the first image as the snapshot.
-                needs_snapshot = false;
-                continue;
-            }
-            match compaction::snapshot(&client, &meta, &shipper, &index, &metrics).await {
-                Ok(_) => needs_snapshot = false,
-                Err(e) => {
-                    snapshot_failed = true;
-                    metrics.errors_compaction.fetch_add(1, Ordering::Relaxed);
-                    maintenance_failed(&outage, &metrics, "snapshot", &e);
-                }
-            }
-            continue;
-        }
-        let next = due.iter().copied().chain([snap_due]).min().unwrap_or(snap_due);
-        tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
-            _ = stop.changed() => return Ok(()),
-        }
-        let now = Instant::now();
-        for (i, at) in due.iter_mut().enumerate() {
-            if *at > now {
-                continue;
-            }
-            *at = next_boundary(opts.levels[i]);
-            let level = (i + 1) as u8;
-            match compaction::compact_level(&client, &meta, &index, level, &metrics).await {
-                Ok(Some(_)) if level == 1 => {
-                    if let Err(e) =
-                        compaction::enforce_l0_retention(&client, &meta, &index, &opts.retention, &metrics).await
-                    {
-                        metrics.errors_retention.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "L0 retention failed");
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    metrics.errors_compaction.fetch_add(1, Ordering::Relaxed);
-                    maintenance_failed(&outage, &metrics, "compaction", &e);
-                }
-            }
-        }
-        if snap_due <= now {
-            snap_due = next_boundary(opts.snapshot_interval);
-            match compaction::snapshot(&client, &meta, &shipper, &index, &metrics).await {
-                Ok(Some(_)) => {
-                    if let Err(e) =
-                        compaction::enforce_snapshot_retention(&client, &index, &opts.retention, &metrics).await
-                    {
-                        metrics.errors_retention.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %e, "snapshot retention failed");
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    metrics.errors_compaction.fetch_add(1, Ordering::Relaxed);
-                    maintenance_failed(&outage, &metrics, "snapshot", &e);
-                }
-            }
-        }
-    }
-}
-
-/// A failed compaction or snapshot: part of an outage when storage failed (logged once for
-/// the outage), else worth a warning of its own. It is retried at its next due time.
-fn maintenance_failed(outage: &Outage, metrics: &DbMetrics, op: &str, e: &Error) {
-    if matches!(e, Error::Storage(_)) {
-        outage.failed(metrics, op, e);
-    } else {
-        tracing::warn!(error = %e, "{op} failed");
+        writer.captured(&s.header);
     }
 }

@@ -19,11 +19,11 @@ use rusqlite::Connection;
 use sluice_ltx::{Header, TxId, lock_pgno};
 
 use crate::conn::{eager_busy, open_conn, sqlite_err};
-use crate::local::MetaDir;
 use crate::shm;
 use crate::wal::{self, FRAME_HEADER_SIZE, WAL_HEADER_SIZE, WalHeader};
 use sluice_engine::error::{Error, Result};
 use sluice_engine::perms::Perms;
+use sluice_engine::write::local::MetaDir;
 
 // Checkpoints and the write barrier, and snapshots, in their own files.
 mod checkpoint;

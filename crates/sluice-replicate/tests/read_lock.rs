@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_replicate::compaction::Retention;
-use sluice_replicate::metrics::DbMetrics;
+use sluice_engine::write::compaction::Retention;
+use sluice_engine::write::metrics::DbMetrics;
 use sluice_replicate::{ReplicateOptions, replicate};
 use sluice_storage::{ReplicaClient, StoreKind};
 use tokio::sync::{mpsc, watch};

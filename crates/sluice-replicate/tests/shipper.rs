@@ -9,8 +9,8 @@ use std::time::Duration;
 use rusqlite::Connection;
 use sluice_engine::perms::Perms;
 use sluice_engine::restore::apply::Image;
+use sluice_engine::write::local::MetaDir;
 use sluice_ltx::TxId;
-use sluice_replicate::local::MetaDir;
 use sluice_replicate::shipper::{Checkpoint, Shipper, ShipperOptions};
 use sluice_storage::FileInfo;
 

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use sluice_ltx::TxId;
 use sluice_storage::{FileInfo, ReplicaClient};
 
-use sluice_engine::error::Result;
-use sluice_engine::restore::{SNAPSHOT_LEVEL, list_all};
+use crate::error::Result;
+use crate::restore::{SNAPSHOT_LEVEL, list_all};
 
 /// Files per level, sorted by (min, max).
 #[derive(Clone, Debug, Default)]

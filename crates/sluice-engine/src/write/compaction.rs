@@ -11,13 +11,13 @@ use chrono::Utc;
 use sluice_ltx::TxId;
 use sluice_storage::{FileInfo, ReplicaClient};
 
-use crate::actor::ShipperHandle;
-use crate::index::{SharedIndex, lock};
-use crate::local::MetaDir;
-use crate::metrics::DbMetrics;
-use crate::uploader::{header_time, merge_files};
-use sluice_engine::error::{Error, Result};
-use sluice_engine::restore::SNAPSHOT_LEVEL;
+use crate::error::{Error, Result};
+use crate::restore::SNAPSHOT_LEVEL;
+use crate::write::ImageSource;
+use crate::write::index::{SharedIndex, lock};
+use crate::write::local::MetaDir;
+use crate::write::metrics::DbMetrics;
+use crate::write::uploader::{header_time, merge_files};
 
 /// Retention settings.
 #[derive(Clone, Debug)]
@@ -128,7 +128,7 @@ async fn fetch_inputs(
 pub async fn snapshot(
     client: &ReplicaClient,
     meta: &MetaDir,
-    shipper: &ShipperHandle,
+    source: &dyn ImageSource,
     index: &SharedIndex,
     metrics: &DbMetrics,
 ) -> Result<Option<FileInfo>> {
@@ -137,7 +137,7 @@ pub async fn snapshot(
         FromReplica::UpToDate => return Ok(None),
         FromReplica::NoBase => {}
     }
-    from_database(client, shipper, index, metrics).await
+    from_database(client, source, index, metrics).await
 }
 
 enum FromReplica {
@@ -169,11 +169,7 @@ async fn from_replica(
     if last_snapshot >= uploaded {
         return Ok(FromReplica::UpToDate);
     }
-    let plan = match sluice_engine::restore::plan::plan(
-        &files,
-        sluice_engine::restore::Target::Latest,
-        client.description(),
-    ) {
+    let plan = match crate::restore::plan::plan(&files, crate::restore::Target::Latest, client.description()) {
         Ok(p) if p.first().is_some_and(|f| f.level == SNAPSHOT_LEVEL) && p.len() > 1 => p,
         Ok(_) => return Ok(FromReplica::NoBase),
         Err(e) => {
@@ -195,16 +191,16 @@ async fn from_replica(
 /// transaction while it is encoded).
 async fn from_database(
     client: &ReplicaClient,
-    shipper: &ShipperHandle,
+    source: &dyn ImageSource,
     index: &SharedIndex,
     metrics: &DbMetrics,
 ) -> Result<Option<FileInfo>> {
-    let Some(pos) = shipper.position().await? else { return Ok(None) };
-    if lock(index).level_max(SNAPSHOT_LEVEL) >= pos.txid {
+    let Some(txid) = source.position().await? else { return Ok(None) };
+    if lock(index).level_max(SNAPSHOT_LEVEL) >= txid {
         return Ok(None);
     }
-    let path = shipper.meta_root().join("snapshot.ltx.tmp");
-    let header = shipper.snapshot(path.clone()).await;
+    let path = source.scratch_dir().join("snapshot.ltx.tmp");
+    let header = source.write_image(path.clone()).await;
     let result = async {
         let Some(h) = header? else {
             return Err(Error::Task("the database stayed busy (write barrier not granted); snapshot postponed".into()));

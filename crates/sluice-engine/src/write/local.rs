@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use sluice_ltx::{Encoder, Header, TxId, format_filename, parse_filename};
 
-use sluice_engine::error::{Error, Result};
-use sluice_engine::perms::Perms;
+use crate::error::{Error, Result};
+use crate::perms::Perms;
 
 /// Local staging for one database.
 #[derive(Clone, Debug)]

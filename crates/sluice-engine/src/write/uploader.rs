@@ -12,12 +12,12 @@ use chrono::{DateTime, Utc};
 use sluice_ltx::{Decoder, TxId};
 use sluice_storage::{FileInfo, ReplicaClient};
 
-use crate::index::{SharedIndex, lock};
-use crate::local::MetaDir;
-use crate::metrics::DbMetrics;
-use sluice_engine::error::{Error, Result};
-use sluice_engine::perms::Perms;
-use sluice_engine::restore::SNAPSHOT_LEVEL;
+use crate::error::{Error, Result};
+use crate::perms::Perms;
+use crate::restore::SNAPSHOT_LEVEL;
+use crate::write::index::{SharedIndex, lock};
+use crate::write::local::MetaDir;
+use crate::write::metrics::DbMetrics;
 
 /// Most local files merged into one upload (Litestream's `max-sync-ltx-files`).
 pub const MAX_FILES_PER_UPLOAD: usize = 256;

@@ -96,7 +96,7 @@ impl DbMetrics {
 
 /// Renders all databases with HELP/TYPE headers.
 pub fn render_all(dbs: &[std::sync::Arc<DbMetrics>]) -> String {
-    let now = crate::shipper::now_ms() as u64;
+    let now = crate::write::now_ms() as u64;
     let mut out = String::from(
         "# HELP sluice_replication_lag_seconds Age of the oldest change captured but not yet uploaded.\n\
          # TYPE sluice_replication_lag_seconds gauge\n",

@@ -16,9 +16,9 @@ use object_store::{ObjectStoreExt, PutMode, UpdateVersion};
 use serde::{Deserialize, Serialize};
 use sluice_storage::ReplicaClient;
 
-use crate::shipper::now_ms;
-use sluice_engine::error::{Error, Result};
-use sluice_engine::perms::Perms;
+use crate::error::{Error, Result};
+use crate::perms::Perms;
+use crate::write::now_ms;
 
 /// Object name of the lease, at the replica's root.
 pub const LEASE_NAME: &str = "sluice-lease.json";

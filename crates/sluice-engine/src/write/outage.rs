@@ -10,9 +10,9 @@ use std::time::Duration;
 use rand::RngExt;
 use tokio::time::Instant;
 
-use crate::metrics::DbMetrics;
-use crate::shipper::now_ms;
-use sluice_engine::error::Error;
+use crate::error::Error;
+use crate::write::metrics::DbMetrics;
+use crate::write::now_ms;
 
 /// True for errors that no retry can fix: a conflict with another writer, a bad URL or
 /// config, missing or rejected credentials, a bucket that does not exist.

@@ -1,0 +1,377 @@
+//! The replica writer: everything after capture, shared by `sluice replicate` and the VFS's
+//! write mode. It takes the lease and learns the replica ([`connect`]), uploads local L0
+//! files once per sync interval through outages (the uploader task), runs the compaction
+//! ladder, snapshots and retention (the maintenance task), and at the end uploads what is
+//! left and gives the lease back ([`ReplicaWriter::finish`]). Whoever captures — the WAL
+//! shipper or the VFS write buffer — writes local L0 files and calls
+//! [`ReplicaWriter::captured`].
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sluice_ltx::{Header, TxId};
+use sluice_storage::ReplicaClient;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::compaction::{self, Retention};
+use super::index::{ReplicaIndex, SharedIndex, lock};
+use super::lease::Lease;
+use super::local::MetaDir;
+use super::metrics::DbMetrics;
+use super::outage::{Backoff, Outage, is_permanent};
+use super::uploader::{note_pending, upload_pending};
+use super::{ImageSource, SNAPSHOT_LEVEL};
+use crate::error::{Error, Result};
+
+/// Settings of a replica writer (defaults as Litestream's, see `sluice-config`).
+#[derive(Clone, Debug)]
+pub struct WriterOptions {
+    /// How often captured changes are uploaded.
+    pub sync_interval: Duration,
+    /// Compaction intervals of levels 1, 2, …
+    pub levels: Vec<Duration>,
+    /// Snapshot interval.
+    pub snapshot_interval: Duration,
+    /// Retention settings.
+    pub retention: Retention,
+    /// How long the final upload keeps trying.
+    pub shutdown_sync_timeout: Duration,
+    /// How long the replica lease stays valid without renewal.
+    pub lease_ttl: Duration,
+}
+
+impl WriterOptions {
+    /// Longest wait between two attempts to reach storage: short enough that replication
+    /// catches up within a few sync intervals after an outage ends.
+    pub fn retry_cap(&self) -> Duration {
+        (self.sync_interval * 5).clamp(Duration::from_secs(2), Duration::from_secs(10))
+    }
+}
+
+/// Takes the lease and lists the replica, retrying transient failures until storage answers
+/// (a machine may boot before its network, or during a storage incident); errors no retry
+/// can fix end it at once, and so does `shutdown` ([`Error::NeverConnected`]).
+pub async fn connect(
+    client: &ReplicaClient,
+    meta_dir: &Path,
+    db: &Path,
+    opts: &WriterOptions,
+    metrics: &DbMetrics,
+    outage: &Outage,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(Lease, ReplicaIndex)> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), opts.retry_cap());
+    loop {
+        let attempt = async {
+            let lease = Lease::acquire(client, meta_dir, db, opts.lease_ttl).await?;
+            Ok::<_, Error>((lease, ReplicaIndex::load(client).await?))
+        };
+        match attempt.await {
+            Ok(connected) => {
+                outage.succeeded(metrics);
+                return Ok(connected);
+            }
+            Err(e) if is_permanent(&e) || !matches!(e, Error::Storage(_)) => return Err(e),
+            Err(e) => {
+                outage.failed(metrics, "connect", &e);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = shutdown.changed() => return Err(Error::NeverConnected(Box::new(e))),
+                }
+            }
+        }
+    }
+}
+
+/// One replica's writer. Cheap to clone: the clones share everything.
+#[derive(Clone)]
+pub struct ReplicaWriter {
+    client: ReplicaClient,
+    meta: MetaDir,
+    index: SharedIndex,
+    metrics: Arc<DbMetrics>,
+    lease: Arc<tokio::sync::Mutex<Lease>>,
+    outage: Arc<Outage>,
+    opts: WriterOptions,
+    /// Something was captured: the uploader should look.
+    wake: Arc<Notify>,
+    /// An upload finished: a first snapshot may follow.
+    uploaded: Arc<Notify>,
+}
+
+/// The writer's background tasks; [`ReplicaWriter::finish`] stops them.
+pub struct Tasks {
+    uploader: JoinHandle<Result<()>>,
+    maintenance: JoinHandle<Result<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Tasks {
+    /// Waits until a task stops by itself (a permanent error): the reason.
+    pub async fn ended(&mut self) -> Error {
+        tokio::select! {
+            r = &mut self.uploader => task_end("uploader", r),
+            r = &mut self.maintenance => task_end("maintenance", r),
+        }
+    }
+}
+
+impl ReplicaWriter {
+    /// A writer over a connected replica whose local staging is `meta`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: ReplicaClient,
+        meta: MetaDir,
+        lease: Lease,
+        index: ReplicaIndex,
+        metrics: Arc<DbMetrics>,
+        outage: Arc<Outage>,
+        opts: WriterOptions,
+    ) -> Self {
+        ReplicaWriter {
+            client,
+            meta,
+            index: Arc::new(std::sync::Mutex::new(index)),
+            metrics,
+            lease: Arc::new(tokio::sync::Mutex::new(lease)),
+            outage,
+            opts,
+            wake: Arc::new(Notify::new()),
+            uploaded: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The replica's highest TXID.
+    pub fn remote_max(&self) -> TxId {
+        lock(&self.index).max_txid()
+    }
+
+    /// Whether the replica has no snapshot yet.
+    pub fn has_snapshot(&self) -> bool {
+        !lock(&self.index).files(SNAPSHOT_LEVEL).is_empty()
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<DbMetrics> {
+        &self.metrics
+    }
+
+    /// Starts the uploader and the maintenance task. `needs_snapshot`: take one as soon as
+    /// the first upload is done (`first_image`: a full image at that TXID, which the uploader
+    /// files as the snapshot itself). `source` gives a database image when the replica has no
+    /// snapshot to merge one from.
+    pub fn start(&self, source: Arc<dyn ImageSource>, needs_snapshot: bool, first_image: Option<TxId>) -> Tasks {
+        let (stop, stop_rx) = watch::channel(false);
+        let uploader = tokio::spawn(self.clone().upload_loop(stop_rx.clone()));
+        let maintenance = tokio::spawn(self.clone().maintenance_loop(source, needs_snapshot, first_image, stop_rx));
+        Tasks { uploader, maintenance, stop }
+    }
+
+    /// A local L0 file with `header` was written: metrics, and the uploader's wake-up.
+    pub fn captured(&self, header: &Header) {
+        self.metrics.syncs.fetch_add(1, Ordering::Relaxed);
+        self.metrics.local_txid.store(header.max_txid.0, Ordering::Relaxed);
+        if self.metrics.oldest_pending_ms.load(Ordering::Relaxed) == 0 {
+            self.metrics.oldest_pending_ms.store(header.timestamp_ms as u64, Ordering::Relaxed);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Refreshes the lag and pending-bytes metrics from the local files.
+    pub fn note_pending(&self) {
+        note_pending(&self.meta, &self.index, &self.metrics);
+    }
+
+    /// Renews the lease if due, then uploads what is pending; the replica's TXID after it.
+    /// Holding the lease's lock for the whole upload serialises the background uploader,
+    /// forced syncs and the final upload.
+    pub async fn upload_now(&self) -> Result<TxId> {
+        let mut held = self.lease.lock().await;
+        held.renew_if_due().await?;
+        upload_pending(&self.client, &self.meta, &self.index, &self.metrics).await
+    }
+
+    /// Stops the tasks, uploads what is left (retrying until the shutdown timeout), and
+    /// releases the lease unless another writer took it. The error of the final upload, if
+    /// any; `conflict`: the caller already knows another writer holds the replica.
+    pub async fn finish(self, tasks: Tasks, conflict: bool) -> Option<Error> {
+        let _ = tasks.stop.send(true);
+        let deadline = Instant::now() + self.opts.shutdown_sync_timeout;
+        let mut last_err = None;
+        if !conflict {
+            loop {
+                match self.upload_now().await {
+                    Ok(_) => {
+                        self.outage.succeeded(&self.metrics);
+                        break;
+                    }
+                    Err(e) if is_permanent(&e) || Instant::now() >= deadline => {
+                        last_err = Some(e);
+                        break;
+                    }
+                    Err(e) => {
+                        self.outage.failed(&self.metrics, "final upload", &e);
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        }
+        tasks.uploader.abort();
+        tasks.maintenance.abort();
+        if !conflict && !matches!(last_err, Some(Error::Conflict { .. })) {
+            // Our lease (not someone else's): let another writer take over at once.
+            let release = async { self.lease.lock().await.release_ref().await };
+            let _ = tokio::time::timeout(Duration::from_secs(5), release).await;
+        }
+        last_err
+    }
+
+    /// Uploads at most once per sync interval, sooner after a quiet period; through an
+    /// outage, retries with backoff for as long as it lasts.
+    async fn upload_loop(self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        let interval = self.opts.sync_interval;
+        let mut backoff = Backoff::new(interval, self.opts.retry_cap());
+        let mut wait = Duration::ZERO;
+        let mut last = Instant::now() - interval;
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = stop.changed() => return Ok(()),
+            }
+            // Pace uploads: everything captured within one interval goes up as one file.
+            tokio::select! {
+                _ = tokio::time::sleep_until(last + interval.max(wait)) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+            last = Instant::now();
+            match self.upload_now().await {
+                Ok(_) => {
+                    backoff.reset();
+                    wait = Duration::ZERO;
+                    self.outage.succeeded(&self.metrics);
+                    self.uploaded.notify_one();
+                }
+                Err(e) if is_permanent(&e) => return Err(e),
+                Err(e) => {
+                    self.metrics.errors_upload.fetch_add(1, Ordering::Relaxed);
+                    wait = backoff.next_delay();
+                    if matches!(e, Error::Storage(_)) {
+                        self.outage.failed(&self.metrics, "upload", &e);
+                    } else {
+                        tracing::warn!(error = %e, retry_in = ?wait, "upload failed");
+                    }
+                    self.note_pending();
+                    self.wake.notify_one();
+                }
+            }
+        }
+    }
+
+    async fn maintenance_loop(
+        self,
+        source: Arc<dyn ImageSource>,
+        mut needs_snapshot: bool,
+        first_image: Option<TxId>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<()> {
+        let (client, meta, index, metrics, opts) = (&self.client, &self.meta, &self.index, &self.metrics, &self.opts);
+        let mut due: Vec<Instant> = opts.levels.iter().map(|d| next_boundary(*d)).collect();
+        let mut snap_due = next_boundary(opts.snapshot_interval);
+        let mut snapshot_failed = false;
+        loop {
+            if needs_snapshot {
+                // Wait for the first upload so the snapshot never runs ahead of level 0; after
+                // a failure, retry on a timer too (an idle database may not upload again).
+                tokio::select! {
+                    _ = self.uploaded.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)), if snapshot_failed => {}
+                    _ = stop.changed() => return Ok(()),
+                }
+                if first_image.is_some_and(|t| lock(index).level_max(SNAPSHOT_LEVEL) >= t) {
+                    // The uploader filed the first image as the snapshot.
+                    needs_snapshot = false;
+                    continue;
+                }
+                match compaction::snapshot(client, meta, source.as_ref(), index, metrics).await {
+                    Ok(_) => needs_snapshot = false,
+                    Err(e) => {
+                        snapshot_failed = true;
+                        self.maintenance_failed("snapshot", &e);
+                    }
+                }
+                continue;
+            }
+            let next = due.iter().copied().chain([snap_due]).min().unwrap_or(snap_due);
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+            let now = Instant::now();
+            for (i, at) in due.iter_mut().enumerate() {
+                if *at > now {
+                    continue;
+                }
+                *at = next_boundary(opts.levels[i]);
+                let level = (i + 1) as u8;
+                match compaction::compact_level(client, meta, index, level, metrics).await {
+                    Ok(Some(_)) if level == 1 => {
+                        if let Err(e) =
+                            compaction::enforce_l0_retention(client, meta, index, &opts.retention, metrics).await
+                        {
+                            metrics.errors_retention.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(error = %e, "L0 retention failed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => self.maintenance_failed("compaction", &e),
+                }
+            }
+            if snap_due <= now {
+                snap_due = next_boundary(opts.snapshot_interval);
+                match compaction::snapshot(client, meta, source.as_ref(), index, metrics).await {
+                    Ok(Some(_)) => {
+                        if let Err(e) =
+                            compaction::enforce_snapshot_retention(client, index, &opts.retention, metrics).await
+                        {
+                            metrics.errors_retention.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(error = %e, "snapshot retention failed");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => self.maintenance_failed("snapshot", &e),
+                }
+            }
+        }
+    }
+
+    /// A failed compaction or snapshot: part of an outage when storage failed (logged once
+    /// for the outage), else worth a warning of its own. Retried at its next due time.
+    fn maintenance_failed(&self, op: &str, e: &Error) {
+        self.metrics.errors_compaction.fetch_add(1, Ordering::Relaxed);
+        if matches!(e, Error::Storage(_)) {
+            self.outage.failed(&self.metrics, op, e);
+        } else {
+            tracing::warn!(error = %e, "{op} failed");
+        }
+    }
+}
+
+fn task_end(name: &str, r: std::result::Result<Result<()>, tokio::task::JoinError>) -> Error {
+    match r {
+        Ok(Err(e)) => e,
+        Ok(Ok(())) => Error::Task(format!("{name} task stopped")),
+        Err(e) => Error::Task(format!("{name} task failed: {e}")),
+    }
+}
+
+/// Next wall-clock multiple of `every` (Litestream aligns levels to the epoch).
+fn next_boundary(every: Duration) -> Instant {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let every_ms = every.as_millis().max(1);
+    let wait = every_ms - now.as_millis() % every_ms;
+    Instant::now() + Duration::from_millis(wait as u64)
+}
