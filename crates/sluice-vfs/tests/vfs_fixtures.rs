@@ -6,7 +6,8 @@
 //!   Litestream's restore recorded in the manifest; `sluice_txid()` is the final TXID;
 //! * a fixture uploaded to moto S3 reads the same;
 //! * time travel: `sluice_set_time` to each manifest timestamp (and `PRAGMA sluice_time` to
-//!   each TXID) shows that moment's content, as `sluice restore --timestamp/--txid` does;
+//!   each TXID) of every fixture shows that moment's content, as Litestream's and
+//!   `sluice restore --timestamp` show it, and fails where Litestream's restore failed;
 //! * damaged replicas give SQLite errors, never a successful read of different content;
 //! * the connection behaves as a read-only rollback-journal database: writes are refused,
 //!   `journal_mode=wal` changes nothing, temporary tables work.
@@ -56,34 +57,52 @@ fn a_replica_on_s3_reads_as_its_restore() {
     }
 }
 
-#[test]
-fn time_travel_to_each_manifest_moment() {
-    let tmp = tempfile::tempdir().unwrap();
-    let url = file_url(&copy_replica_to("pitr", tmp.path().join("replica")));
-    let conn = vfs::open(&url, &[]).unwrap();
-    let latest = content_of(&conn).unwrap();
-    let mut checked = 0;
-    for case in load_manifest("pitr").restores.iter().filter(|c| !c.is_latest() && c.succeeded()) {
-        let expected = case.result.as_ref().expect("result of a successful restore");
-        if let Some(ts) = case.timestamp_arg() {
-            conn.query_row("SELECT sluice_set_time(?1)", [ts], |r| r.get::<_, Option<String>>(0)).unwrap();
-        } else {
+/// Moves `conn` to the state a manifest restore case names (`-timestamp` through the SQL
+/// function, `-txid` through the PRAGMA).
+fn travel(conn: &Connection, case: &sluice_testkit::fixtures::RestoreCase) -> rusqlite::Result<()> {
+    match case.timestamp_arg() {
+        Some(ts) => conn.query_row("SELECT sluice_set_time(?1)", [ts], |r| r.get::<_, Option<String>>(0)).map(drop),
+        None => {
             let txid = sluice_testkit::fixtures::format_txid(case.txid_arg().expect("a -txid case"));
-            conn.execute_batch(&format!("PRAGMA sluice_time = '{txid}'")).unwrap();
+            conn.execute_batch(&format!("PRAGMA sluice_time = '{txid}'"))
         }
-        let seen = content_of(&conn).unwrap();
-        assert_eq!(seen.logical_sha256, expected.logical_sha256, "{:?}", case.args);
-        assert_eq!(seen.integrity, "ok", "{:?}", case.args);
-        assert_eq!(vfs::txid(&conn).unwrap(), case.restored_txid.clone().unwrap(), "{:?}", case.args);
-        if case.timestamp_arg().is_some() {
-            let restored = content_of_file(&restore(&url, target_of(case), tmp.path()));
-            assert_eq!(seen, restored, "{:?}: VFS vs sluice restore --timestamp", case.args);
-        }
-        checked += 1;
     }
-    assert!(checked >= 50, "only {checked} manifest cases");
-    conn.query_row("SELECT sluice_set_time('LATEST')", [], |r| r.get::<_, Option<String>>(0)).unwrap();
-    assert_eq!(content_of(&conn).unwrap(), latest);
+}
+
+#[test]
+fn time_travel_to_every_manifest_moment() {
+    let mut checked = 0;
+    for name in all_fixture_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let url = file_url(&copy_replica_to(&name, tmp.path().join("replica")));
+        // One connection travels back and forth (across shrinking commits too).
+        let conn = vfs::open(&url, &[]).unwrap();
+        let latest = content_of(&conn).unwrap();
+        for case in load_manifest(&name).restores.iter().filter(|c| !c.is_latest()) {
+            let label = format!("{name} {:?}", case.args);
+            let Some(expected) = case.result.as_ref().filter(|_| case.succeeded()) else {
+                let err = travel(&conn, case).expect_err(&label);
+                assert!(!err.to_string().is_empty(), "{label}: Litestream failed, so must the VFS");
+                continue;
+            };
+            travel(&conn, case).unwrap_or_else(|e| panic!("{label}: {e}"));
+            let seen = content_of(&conn).unwrap();
+            assert_eq!(seen.logical_sha256, expected.logical_sha256, "{label}");
+            assert_eq!(seen.integrity, "ok", "{label}");
+            assert_eq!(Some(vfs::txid(&conn).unwrap()), case.restored_txid.clone(), "{label}");
+            let size: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+            assert_eq!(Some(size as u32), expected.page_count, "{label}: page count");
+            if case.timestamp_arg().is_some() {
+                let restored = content_of_file(&restore(&url, target_of(case), tmp.path()));
+                assert_eq!(seen, restored, "{label}: VFS vs sluice restore --timestamp");
+            }
+            checked += 1;
+        }
+        conn.query_row("SELECT sluice_set_time('LATEST')", [], |r| r.get::<_, Option<String>>(0)).unwrap();
+        assert_eq!(content_of(&conn).unwrap(), latest, "{name}: back to the latest state");
+    }
+    assert!(checked >= 100, "only {checked} manifest cases");
+    eprintln!("{checked} manifest moments checked");
 }
 
 #[test]
@@ -218,4 +237,26 @@ fn temporary_files_live_in_a_private_directory_removed_at_close() {
     assert!(stdout.contains("open: 700 directory"), "one private directory, mode 0700: {stdout}");
     // (`.system` output is not ordered with the shell's own buffered output.)
     assert!(stdout.lines().any(|l| l == "closed:"), "removed with the last connection: {stdout}");
+}
+
+#[test]
+fn logs_name_the_replica_in_the_configured_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-such-replica");
+    let log = tmp.path().join("vfs.log");
+    let out = std::process::Command::new("sqlite3")
+        .env("SLUICE_LOG_FILE", &log)
+        .env("SLUICE_LOG_LEVEL", "info")
+        .env("SLUICE_REPLICA_URL", file_url(&missing))
+        .args([":memory:", &format!(".load {}", vfs::debug_so().display()), ".open file:app.db?vfs=sluice"])
+        .arg("SELECT 1;")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unable to open"), "{stderr}");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("sluice VFS registered"), "info level: {text}");
+    let line = text.lines().find(|l| l.contains("cannot open replica")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("WARN") && line.contains(&missing.display().to_string()), "{line}");
+    assert!(!stderr.contains("cannot open replica"), "logs go to the file, not stderr: {stderr}");
 }

@@ -37,3 +37,17 @@ pub fn report(what: &'static str, e: &Error) -> c_int {
     }));
     e.sqlite_code()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codes::rc;
+
+    #[test]
+    fn a_panic_becomes_the_given_code() {
+        assert_eq!(guard("test", rc::IOERR, || panic!("boom")), rc::IOERR);
+        assert_eq!(guard("test", rc::IOERR, || rc::OK), rc::OK);
+        let e = Error::ReadOnly { db: "a".into(), what: "write" };
+        assert_eq!(report("xWrite", &e), rc::READONLY);
+    }
+}

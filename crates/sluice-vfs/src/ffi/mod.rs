@@ -108,9 +108,9 @@ unsafe fn register(p_api: *const sqlite3_api_routines) -> Result<()> {
     let api = unsafe { host::install(p_api)? };
     let config = crate::config::process_config()?;
     crate::logging::init(&config);
-    let ours = vfs::register(api)?;
+    // Known before the auto-extension runs for any connection (it compares with it).
+    host::set_vfs(vfs::register(api)?);
     functions::install_auto_extension(api)?;
-    host::set_vfs(ours);
     tracing::info!("sluice VFS registered (host SQLite {})", host::version());
     Ok(())
 }
