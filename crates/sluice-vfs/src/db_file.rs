@@ -60,13 +60,15 @@ pub struct DbFile<B: Backend> {
     pin: Option<Arc<B::View>>,
     /// One page, for reads that do not cover a whole page.
     scratch: Vec<u8>,
+    /// Page 1 as presented, for the view with this TXID.
+    page1: Option<(u64, Vec<u8>)>,
 }
 
 impl<B: Backend> DbFile<B> {
     /// Opens the file on the replica's latest view.
     pub fn new(backend: B, name: String) -> Self {
         let view = backend.latest();
-        DbFile { backend, name, lock: lock::NONE, view, pin: None, scratch: Vec::new() }
+        DbFile { backend, name, lock: lock::NONE, view, pin: None, scratch: Vec::new(), page1: None }
     }
 
     /// The name SQLite opened.
@@ -136,7 +138,9 @@ impl<B: Backend> DbFile<B> {
             let in_page = (pos % page_size) as usize;
             let n = (info.page_size as usize - in_page).min(buf.len() - done);
             let out = &mut buf[done..done + n];
-            if n == info.page_size as usize {
+            if pgno == 1 {
+                out.copy_from_slice(&self.page1(info)?[in_page..in_page + n]);
+            } else if n == info.page_size as usize {
                 self.read_page(pgno, info, out)?;
             } else {
                 let mut page = std::mem::take(&mut self.scratch);
@@ -151,17 +155,25 @@ impl<B: Backend> DbFile<B> {
         Ok(ReadOutcome::Full)
     }
 
+    /// Page 1 of the current view as SQLite must see it. SQLite reads its header at the start
+    /// of every transaction; a TXID's page 1 never changes, so it is fetched once per view.
+    fn page1(&mut self, info: ViewInfo) -> Result<&[u8]> {
+        if self.page1.as_ref().is_none_or(|(txid, p)| *txid != info.txid || p.len() != info.page_size as usize) {
+            let mut page = vec![0; info.page_size as usize];
+            self.read_page(1, info, &mut page)?;
+            present_page1(&mut page, info.txid);
+            self.page1 = Some((info.txid, page));
+        }
+        Ok(self.page1.as_ref().map(|(_, p)| p.as_slice()).expect("BUG: page 1 just cached"))
+    }
+
     fn read_page(&self, pgno: u32, info: ViewInfo, page: &mut [u8]) -> Result<()> {
         self.backend.read_page(&self.view, pgno, page).map_err(|source| Error::Read {
             replica: self.backend.description().to_string(),
             pgno,
             txid: info.txid,
             source: Box::new(source),
-        })?;
-        if pgno == 1 {
-            present_page1(page, info.txid);
-        }
-        Ok(())
+        })
     }
 
     /// Time travel: pins every later transaction to the view as of `target` (planned now, so

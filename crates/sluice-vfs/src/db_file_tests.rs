@@ -1,6 +1,6 @@
 //! The main-file state machine against an in-memory fake replica.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +38,8 @@ fn view(txid: u64, commit: u32) -> Arc<FakeView> {
 struct Fake {
     history: Mutex<Vec<Arc<FakeView>>>,
     fail: AtomicBool,
+    /// Page reads that reached the fake storage.
+    reads: AtomicUsize,
 }
 
 impl Fake {
@@ -70,6 +72,7 @@ impl Backend for Arc<Fake> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(sluice_engine::Error::Task("storage down".into()));
         }
+        self.reads.fetch_add(1, Ordering::SeqCst);
         buf.copy_from_slice(&view.pages[pgno as usize - 1]);
         Ok(())
     }
@@ -145,6 +148,23 @@ fn page_one_is_a_rollback_database_whose_counter_follows_the_txid() {
     let p1b = page(&mut f, 1);
     assert_ne!(&p1b[24..28], &p1b[92..96], "never equal: SQLite must not trust the header size");
     assert_ne!(&p1b[24..28], &p1[24..28], "a new view changes the counter");
+}
+
+#[test]
+fn page_one_is_fetched_once_per_view() {
+    let (fake, mut f) = open();
+    for _ in 0..5 {
+        f.lock(lock::SHARED).unwrap();
+        let mut vers = [0u8; 16];
+        f.read(24, &mut vers).unwrap();
+        page(&mut f, 1);
+        f.unlock(lock::NONE).unwrap();
+    }
+    assert_eq!(fake.reads.load(Ordering::SeqCst), 1, "five transactions on one view");
+    fake.publish(view(2, 3));
+    f.lock(lock::SHARED).unwrap();
+    assert_eq!(&page(&mut f, 1)[24..28], &2u32.to_be_bytes());
+    assert_eq!(fake.reads.load(Ordering::SeqCst), 2, "a new view, a new fetch");
 }
 
 #[test]

@@ -184,9 +184,13 @@ unsafe extern "C" fn x_close(file: *mut sqlite3_file) -> c_int {
 }
 
 unsafe extern "C" fn x_read(file: *mut sqlite3_file, buf: *mut c_void, amt: c_int, ofs: sqlite3_int64) -> c_int {
-    let len = usize::try_from(amt).unwrap_or(0);
-    // SAFETY: SQLite passes `amt` writable bytes.
-    let buf = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) };
+    let len = if buf.is_null() { 0 } else { usize::try_from(amt).unwrap_or(0) };
+    let buf: &mut [u8] = if len == 0 {
+        &mut []
+    } else {
+        // SAFETY: SQLite passes `amt` writable bytes at a non-null `buf`.
+        unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) }
+    };
     with_file(file, "xRead", |k| {
         let o = offset(ofs)?;
         Ok(outcome(match k {
@@ -197,9 +201,13 @@ unsafe extern "C" fn x_read(file: *mut sqlite3_file, buf: *mut c_void, amt: c_in
 }
 
 unsafe extern "C" fn x_write(file: *mut sqlite3_file, buf: *const c_void, amt: c_int, ofs: sqlite3_int64) -> c_int {
-    let len = usize::try_from(amt).unwrap_or(0);
-    // SAFETY: SQLite passes `amt` readable bytes.
-    let buf = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) };
+    let len = if buf.is_null() { 0 } else { usize::try_from(amt).unwrap_or(0) };
+    let buf: &[u8] = if len == 0 {
+        &[]
+    } else {
+        // SAFETY: SQLite passes `amt` readable bytes at a non-null `buf`.
+        unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }
+    };
     with_file(file, "xWrite", |k| match k {
         Kind::Db(db, _) => Err(Error::ReadOnly { db: db.name().to_string(), what: "write" }),
         Kind::Local(f) => f.write(offset(ofs)?, buf).map(|()| rc::OK),
