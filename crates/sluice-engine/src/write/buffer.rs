@@ -106,22 +106,7 @@ impl WriteBuffer {
         head[24..32].copy_from_slice(&crc.to_be_bytes());
         file.write_all_at(&head, 0).map_err(io)?;
         file.sync_all().map_err(io)?;
-        Ok(WriteBuffer {
-            path: path.to_path_buf(),
-            file,
-            page_size,
-            fsync,
-            end: HEADER,
-            chain: crc,
-            base,
-            committed: BTreeMap::new(),
-            commit: None,
-            committed_txns: 0,
-            synced: BTreeMap::new(),
-            open: BTreeMap::new(),
-            open_start: None,
-            last_commit_end: HEADER,
-        })
+        Ok(WriteBuffer::empty(path, file, page_size, fsync, crc, base))
     }
 
     /// Reopens a buffer a crash (or a clean close with unsynced data) left: the committed
@@ -144,22 +129,7 @@ impl WriteBuffer {
         }
         let page_size = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
         let base = TxId(u64::from_be_bytes(head[16..24].try_into().map_err(|_| Error::Task("BUG".into()))?));
-        let mut b = WriteBuffer {
-            path: path.to_path_buf(),
-            file,
-            page_size,
-            fsync,
-            end: HEADER,
-            chain: crc,
-            base,
-            committed: BTreeMap::new(),
-            commit: None,
-            committed_txns: 0,
-            synced: BTreeMap::new(),
-            open: BTreeMap::new(),
-            open_start: None,
-            last_commit_end: HEADER,
-        };
+        let mut b = WriteBuffer::empty(path, file, page_size, fsync, crc, base);
         let mut rec = vec![0u8; 9 + page_size as usize];
         let mut open: BTreeMap<u32, u64> = BTreeMap::new();
         // Offsets of the commit records since the last sync.
@@ -221,6 +191,26 @@ impl WriteBuffer {
         b.file.set_len(valid_end).map_err(io)?;
         (b.end, b.chain, b.last_commit_end) = (valid_end, valid_chain, valid_end);
         Ok(Some(b))
+    }
+
+    /// A buffer with nothing after its header (whose checksum is `crc`).
+    fn empty(path: &Path, file: File, page_size: u32, fsync: Fsync, crc: u64, base: TxId) -> Self {
+        WriteBuffer {
+            path: path.to_path_buf(),
+            file,
+            page_size,
+            fsync,
+            end: HEADER,
+            chain: crc,
+            base,
+            committed: BTreeMap::new(),
+            commit: None,
+            committed_txns: 0,
+            synced: BTreeMap::new(),
+            open: BTreeMap::new(),
+            open_start: None,
+            last_commit_end: HEADER,
+        }
     }
 
     /// Page size of the buffered database.
