@@ -5,8 +5,7 @@
 mod common;
 
 use common::target_of;
-use sluice_engine::restore::{self, RestoreOptions, Target, file_label};
-use sluice_ltx::TxId;
+use sluice_engine::restore::{self, RestoreOptions, file_label};
 use sluice_storage::ReplicaClient;
 use sluice_testkit::fixtures::{all_fixture_names, copy_corrupt_case_to, copy_replica_to, load_manifest};
 use sluice_testkit::hash::file_sha256;
