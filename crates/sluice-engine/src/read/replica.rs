@@ -42,13 +42,19 @@ impl Replica {
     /// The replica at `url` with `opts`, opened once per process and shared; its poller runs
     /// while any caller holds it. Blocking; errors name what failed (URL, listing, a file).
     pub fn open_shared(url: &str, opts: ReadOptions) -> Result<Arc<Replica>> {
+        Replica::open_shared_with(url, opts, false)
+    }
+
+    /// Like [`Replica::open_shared`]; with `allow_empty`, an empty replica opens as an empty
+    /// database (for write mode, which starts a new database there).
+    pub fn open_shared_with(url: &str, opts: ReadOptions, allow_empty: bool) -> Result<Arc<Replica>> {
         let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
         let key = (url.to_string(), opts);
         if let Some(r) = reg.get(&key).and_then(Weak::upgrade) {
             return Ok(r);
         }
         let client = ReplicaClient::from_url(url)?;
-        let replica = Replica::open(client, opts)?;
+        let replica = Replica::open_inner(client, opts, allow_empty)?;
         reg.retain(|_, w| w.strong_count() > 0);
         reg.insert(key, Arc::downgrade(&replica));
         Ok(replica)
