@@ -11,6 +11,7 @@
 //! - [`seed`]: the seed every randomized test prints and that `SEED=` overrides.
 //! - [`process`]: child processes that are killed on drop, waits with timeouts.
 //! - [`proxy`]: a TCP proxy that can be switched off, for storage outages.
+//! - [`vfs`]: the Sluice VFS extension: building and loading the `.so`, URIs naming a replica.
 //!
 //! # No silent skips
 //!
@@ -25,6 +26,7 @@ pub mod process;
 pub mod proxy;
 pub mod s3;
 pub mod seed;
+pub mod vfs;
 
 use std::path::PathBuf;
 

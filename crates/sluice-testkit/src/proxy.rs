@@ -1,11 +1,14 @@
 //! A TCP proxy in front of a server (moto) that can be switched off: while down, its port
 //! refuses connections and every open connection is cut, as when a storage endpoint or the
 //! network to it fails. Switched on again, it listens on the same port.
+//!
+//! While up it can also misbehave: cut a random share of requests ([`Proxy::set_fail_ratio`])
+//! or hold every request unanswered ([`Proxy::set_stalled`]), as a flaky or hung endpoint does.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -25,6 +28,14 @@ struct Shared {
     /// Both sockets of every open connection, to cut them when going down.
     open: Mutex<HashMap<u64, [TcpStream; 2]>>,
     next_id: AtomicU64,
+    /// Requests cut, per million (0 = none).
+    fail_ppm: AtomicU32,
+    /// xorshift state for choosing the requests to cut.
+    rng: AtomicU64,
+    /// Requests are held, not forwarded.
+    stalled: AtomicBool,
+    /// Requests cut so far.
+    cuts: AtomicU64,
 }
 
 impl Proxy {
@@ -47,6 +58,24 @@ impl Proxy {
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts each request a client sends with probability `ratio` (0.0 ..= 1.0): the connection
+    /// is closed instead of the request being forwarded. `seed` chooses which ones.
+    pub fn set_fail_ratio(&self, ratio: f64, seed: u64) {
+        self.shared.rng.store(seed | 1, Ordering::SeqCst);
+        self.shared.fail_ppm.store((ratio.clamp(0.0, 1.0) * 1e6) as u32, Ordering::SeqCst);
+    }
+
+    /// How many requests [`Proxy::set_fail_ratio`] has cut so far.
+    pub fn cut_requests(&self) -> u64 {
+        self.shared.cuts.load(Ordering::SeqCst)
+    }
+
+    /// While `on`, requests are held unanswered (connections stay open), as when the endpoint
+    /// hangs; switched off, held requests go on (if their clients are still waiting).
+    pub fn set_stalled(&self, on: bool) {
+        self.shared.stalled.store(on, Ordering::SeqCst);
     }
 
     /// True while the proxy accepts connections.
@@ -118,7 +147,7 @@ fn forward(client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>) {
     shared.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, [c3, s3]);
     let back = std::thread::spawn(move || pipe(s2, c2));
     std::thread::spawn(move || {
-        pipe(client, server);
+        requests(client, server, &shared);
         let _ = back.join();
         shared.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     });
@@ -127,6 +156,47 @@ fn forward(client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>) {
 fn pipe(mut from: TcpStream, mut to: TcpStream) {
     let _ = io::copy(&mut from, &mut to);
     let _ = to.shutdown(Shutdown::Write);
+}
+
+/// Client to server: forwards each chunk (a request, or part of one) unless the proxy stalls
+/// it or chooses to cut it.
+fn requests(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while shared.stalled.load(Ordering::SeqCst) {
+            if shared.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if cut(shared) {
+            shared.cuts.fetch_add(1, Ordering::SeqCst);
+            let _ = from.shutdown(Shutdown::Both);
+            let _ = to.shutdown(Shutdown::Both);
+            return;
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+fn cut(shared: &Shared) -> bool {
+    let ppm = shared.fail_ppm.load(Ordering::SeqCst);
+    if ppm == 0 {
+        return false;
+    }
+    let mut x = shared.rng.load(Ordering::SeqCst);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    shared.rng.store(x, Ordering::SeqCst);
+    (x % 1_000_000) < u64::from(ppm)
 }
 
 impl Drop for Proxy {

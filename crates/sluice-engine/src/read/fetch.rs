@@ -60,6 +60,15 @@ impl Fetcher {
         Fetcher { cache: PageCache::new(cache_bytes), readahead: Mutex::new(ReadAhead::default()) }
     }
 
+    /// Page `pgno` of `view` if it needs no request (a cached page, the lock page, past the
+    /// end): the caller's thread serves it without a round trip through the runtime.
+    pub(crate) fn page_now(&self, view: &View, pgno: u32, replica: &str) -> Result<Option<Bytes>> {
+        Ok(match view.locate(pgno, replica)? {
+            None => Some(Bytes::from(vec![0u8; view.page_size as usize])),
+            Some(loc) => self.cache.get(&key(view, pgno, &loc)),
+        })
+    }
+
     /// Page `pgno` of `view`.
     pub(crate) async fn page(&self, client: &ReplicaClient, view: &View, pgno: u32) -> Result<Bytes> {
         let Some(loc) = view.locate(pgno, client.description())? else {

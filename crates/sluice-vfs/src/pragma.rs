@@ -1,0 +1,110 @@
+//! The extension's PRAGMAs and SQL functions, as plain commands on a [`DbFile`].
+//!
+//! | PRAGMA / function | result |
+//! |---|---|
+//! | `PRAGMA sluice_time = '<time>'`, `sluice_set_time('<time>')` | pins the connection to that moment (RFC 3339, `'5 minutes ago'`, `'yesterday'`), or `'latest'` to follow the replica again; takes effect at the next transaction |
+//! | `PRAGMA sluice_time`, `sluice_time()` | RFC 3339 time (UTC, ms) of the state read |
+//! | `PRAGMA sluice_txid`, `sluice_txid()` | its TXID, 16 lower-case hex digits |
+//! | `PRAGMA sluice_lag`, `sluice_lag()` | whole seconds since the last successful poll, -1 before the first |
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::backend::Backend;
+use crate::db_file::DbFile;
+use crate::engine::parse_time;
+use crate::error::{Error, Result};
+
+/// A request to the extension.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Time travel to the given time, or back to the latest state.
+    SetTime(String),
+    /// Report the time of the state read.
+    Time,
+    /// Report its TXID.
+    Txid,
+    /// Report the poll lag.
+    Lag,
+}
+
+/// What a command returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Nothing (a setter): the PRAGMA returns no row, the function NULL.
+    None,
+    /// A text value.
+    Text(String),
+    /// An integer (the PRAGMA returns it as text).
+    Int(i64),
+}
+
+impl Answer {
+    /// The PRAGMA result text, if any.
+    pub fn pragma_text(&self) -> Option<String> {
+        match self {
+            Answer::None => None,
+            Answer::Text(s) => Some(s.clone()),
+            Answer::Int(i) => Some(i.to_string()),
+        }
+    }
+}
+
+/// The command a PRAGMA `name [= value]` asks for; `None` when the PRAGMA is not the
+/// extension's (SQLite then handles it).
+pub fn parse_pragma(name: &str, value: Option<&str>) -> Option<Command> {
+    match (name.to_ascii_lowercase().as_str(), value) {
+        ("sluice_time", Some(v)) => Some(Command::SetTime(v.to_string())),
+        ("sluice_time", None) => Some(Command::Time),
+        ("sluice_txid", _) => Some(Command::Txid),
+        ("sluice_lag", _) => Some(Command::Lag),
+        _ => None,
+    }
+}
+
+/// Runs `cmd` on `file`.
+pub fn execute<B: Backend>(file: &mut DbFile<B>, cmd: &Command) -> Result<Answer> {
+    Ok(match cmd {
+        Command::SetTime(input) => {
+            let target = parse_time(input.trim(), Utc::now()).map_err(|source| Error::TimeTravel {
+                replica: file.backend().description().to_string(),
+                input: input.clone(),
+                source: Box::new(source),
+            })?;
+            file.set_target(target, input)?;
+            Answer::None
+        }
+        Command::Time => Answer::Text(format_time(file.status().view.timestamp_ms)),
+        Command::Txid => Answer::Text(format!("{:016x}", file.status().view.txid)),
+        Command::Lag => {
+            Answer::Int(file.backend().lag().map_or(-1, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
+        }
+    })
+}
+
+/// RFC 3339 in UTC with milliseconds, as `sluice restore --timestamp` accepts it.
+pub fn format_time(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map_or_else(|| format!("{ms}ms"), |t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_extensions_pragmas_are_claimed() {
+        assert_eq!(parse_pragma("SLUICE_TIME", None), Some(Command::Time));
+        assert_eq!(parse_pragma("sluice_time", Some("latest")), Some(Command::SetTime("latest".into())));
+        assert_eq!(parse_pragma("sluice_txid", None), Some(Command::Txid));
+        assert_eq!(parse_pragma("sluice_lag", None), Some(Command::Lag));
+        assert_eq!(parse_pragma("journal_mode", Some("wal")), None);
+        assert_eq!(parse_pragma("litestream_txid", None), None);
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc_with_milliseconds() {
+        assert_eq!(format_time(1_795_689_439_292), "2026-11-26T10:37:19.292Z");
+        assert_eq!(Answer::Int(-1).pragma_text().as_deref(), Some("-1"));
+        assert_eq!(Answer::None.pragma_text(), None);
+    }
+}
