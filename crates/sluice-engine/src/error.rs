@@ -155,6 +155,16 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The write buffer reached its size limit (storage has been unreachable for long).
+    #[error(
+        "write buffer {path} is full ({limit} bytes, SLUICE_BUFFER_MAX): writes wait until syncs reach the replica"
+    )]
+    BufferFull {
+        /// The buffer.
+        path: PathBuf,
+        /// The limit.
+        limit: u64,
+    },
     /// Replication stopped before the replica ever answered.
     #[error("stopped before the replica could be reached, nothing was replicated: {0}")]
     NeverConnected(Box<Error>),

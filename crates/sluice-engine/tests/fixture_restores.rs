@@ -2,21 +2,13 @@
 //! timestamp, and each failure) gives the same result with Sluice: the same plan and the
 //! same bytes, or an error where Litestream failed.
 
-use sluice_engine::restore::{self, RestoreOptions, Target, file_label};
-use sluice_ltx::TxId;
+mod common;
+
+use common::target_of;
+use sluice_engine::restore::{self, RestoreOptions, file_label};
 use sluice_storage::ReplicaClient;
 use sluice_testkit::fixtures::{all_fixture_names, copy_corrupt_case_to, copy_replica_to, load_manifest};
 use sluice_testkit::hash::file_sha256;
-
-fn target_of(case: &sluice_testkit::fixtures::RestoreCase) -> Target {
-    if let Some(t) = case.txid_arg() {
-        Target::Txid(TxId(t))
-    } else if let Some(ts) = case.timestamp_arg() {
-        Target::Timestamp(chrono::DateTime::parse_from_rfc3339(ts).unwrap().to_utc())
-    } else {
-        Target::Latest
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fixture_restore_matches_litestream() {

@@ -9,6 +9,9 @@
 //! * faults: with 20% of requests failing, reads give errors or the right page, never a wrong
 //!   one; a stalled store gives `ReadTimeout` within the deadline and reads work again after.
 
+mod common;
+
+use common::target_of;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,19 +20,9 @@ use sluice_engine::read::{ReadOptions, Replica, View};
 use sluice_engine::restore::Target;
 use sluice_ltx::TxId;
 use sluice_storage::{FaultyStore, ReplicaClient, RetryPolicy, StoreKind};
-use sluice_testkit::fixtures::{RestoreCase, all_fixture_names, copy_replica_to, load_manifest};
+use sluice_testkit::fixtures::{all_fixture_names, copy_replica_to, load_manifest};
 use sluice_testkit::hash::sha256_hex;
 use sluice_testkit::process::wait_until;
-
-fn target_of(case: &RestoreCase) -> Target {
-    if let Some(t) = case.txid_arg() {
-        Target::Txid(TxId(t))
-    } else if let Some(ts) = case.timestamp_arg() {
-        Target::Timestamp(chrono::DateTime::parse_from_rfc3339(ts).unwrap().to_utc())
-    } else {
-        Target::Latest
-    }
-}
 
 fn opts() -> ReadOptions {
     ReadOptions { poll_interval: Duration::from_millis(50), ..ReadOptions::default() }

@@ -33,19 +33,28 @@ pub struct Replica {
     last_poll: Mutex<Option<Instant>>,
     /// The last poll failed (logged once until one succeeds).
     poll_failing: Mutex<bool>,
+    /// This process writes the replica (it holds the lease): nobody else adds files, so the
+    /// writer refreshes the view itself after each upload instead of polling.
+    writing: std::sync::atomic::AtomicBool,
 }
 
 impl Replica {
     /// The replica at `url` with `opts`, opened once per process and shared; its poller runs
     /// while any caller holds it. Blocking; errors name what failed (URL, listing, a file).
     pub fn open_shared(url: &str, opts: ReadOptions) -> Result<Arc<Replica>> {
+        Replica::open_shared_with(url, opts, false)
+    }
+
+    /// Like [`Replica::open_shared`]; with `allow_empty`, an empty replica opens as an empty
+    /// database (for write mode, which starts a new database there).
+    pub fn open_shared_with(url: &str, opts: ReadOptions, allow_empty: bool) -> Result<Arc<Replica>> {
         let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
         let key = (url.to_string(), opts);
         if let Some(r) = reg.get(&key).and_then(Weak::upgrade) {
             return Ok(r);
         }
         let client = ReplicaClient::from_url(url)?;
-        let replica = Replica::open(client, opts)?;
+        let replica = Replica::open_inner(client, opts, allow_empty)?;
         reg.retain(|_, w| w.strong_count() > 0);
         reg.insert(key, Arc::downgrade(&replica));
         Ok(replica)
@@ -53,11 +62,24 @@ impl Replica {
 
     /// Opens `client`'s replica (not shared): plans the latest state and starts the poller.
     pub fn open(client: ReplicaClient, opts: ReadOptions) -> Result<Arc<Replica>> {
+        Replica::open_inner(client, opts, false)
+    }
+
+    /// Like [`Replica::open`], but an empty replica opens as an empty database (write mode
+    /// starts a new database there).
+    pub fn open_or_empty(client: ReplicaClient, opts: ReadOptions) -> Result<Arc<Replica>> {
+        Replica::open_inner(client, opts, true)
+    }
+
+    fn open_inner(client: ReplicaClient, opts: ReadOptions, allow_empty: bool) -> Result<Arc<Replica>> {
         let desc = client.description().to_string();
         let c = client.clone();
         let files = block_on(
             async move {
-                let plan = restore::plan_restore(&c, Target::Latest).await?;
+                let plan = match restore::plan_restore(&c, Target::Latest).await {
+                    Err(Error::EmptyReplica { .. }) if allow_empty => return Ok(Vec::new()),
+                    r => r?,
+                };
                 FileIndex::fetch_all(&c, &plan, &|_| None).await
             },
             opts.read_timeout.max(Duration::from_secs(30)),
@@ -65,7 +87,7 @@ impl Replica {
             || "the restore plan and page indexes".into(),
         )?;
         let known = files.iter().map(|f| (id(&f.info), f.clone())).collect();
-        let view = View::build(files)?;
+        let view = if files.is_empty() { View::empty() } else { View::build(files)? };
         tracing::info!(replica = %desc, txid = %view.txid, pages = view.commit, "opened replica for reading");
         let replica = Arc::new(Replica {
             client,
@@ -75,6 +97,7 @@ impl Replica {
             fetcher: Fetcher::new(opts.cache_bytes),
             last_poll: Mutex::new(Some(Instant::now())),
             poll_failing: Mutex::new(false),
+            writing: std::sync::atomic::AtomicBool::new(false),
         });
         runtime().spawn(poll_loop(Arc::downgrade(&replica), opts.poll_interval));
         Ok(replica)
@@ -132,6 +155,32 @@ impl Replica {
         Ok(())
     }
 
+    /// Lists the replica for new files now and publishes the new view (a writer does this
+    /// after its uploads). Blocking.
+    pub fn refresh(self: &Arc<Self>) -> Result<Arc<View>> {
+        let me = self.clone();
+        block_on(
+            async move {
+                me.poll().await?;
+                *me.last_poll.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                Ok(me.latest())
+            },
+            self.opts.read_timeout,
+            self.description(),
+            || "new files".into(),
+        )
+    }
+
+    /// Stops (or resumes) the background poller while this process writes the replica.
+    pub fn set_writing(&self, writing: bool) {
+        self.writing.store(writing, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The client (for a writer of the same replica).
+    pub fn client(&self) -> &ReplicaClient {
+        &self.client
+    }
+
     /// Time since the last successful poll.
     pub fn lag(&self) -> Option<Duration> {
         self.last_poll.lock().unwrap_or_else(|p| p.into_inner()).map(|t| t.elapsed())
@@ -158,7 +207,10 @@ impl Replica {
         if new.is_empty() {
             return Ok(());
         }
-        let view = if new[0].min_txid == next && new.windows(2).all(|w| w[1].min_txid.0 == w[0].max_txid.0 + 1) {
+        let view = if current.txid.0 > 0
+            && new[0].min_txid == next
+            && new.windows(2).all(|w| w[1].min_txid.0 == w[0].max_txid.0 + 1)
+        {
             let files = FileIndex::fetch_all(&self.client, &new, &|f| self.known_index(f)).await?;
             self.remember(&files);
             current.extend(files)?
@@ -186,6 +238,9 @@ async fn poll_loop(replica: Weak<Replica>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let Some(r) = replica.upgrade() else { return };
+        if r.writing.load(std::sync::atomic::Ordering::Relaxed) {
+            continue;
+        }
         let result = tokio::time::timeout(r.opts.read_timeout, r.poll()).await;
         let mut failing = r.poll_failing.lock().unwrap_or_else(|p| p.into_inner());
         match result {

@@ -127,6 +127,11 @@ impl View {
         Ok(view)
     }
 
+    /// The view of an empty replica: no pages (write mode starts a new database on it).
+    pub fn empty() -> View {
+        View { txid: TxId(0), page_size: 4096, commit: 0, timestamp_ms: 0, files: Vec::new(), pages: Vec::new() }
+    }
+
     /// A copy of this view with `files` applied after it (files that continue its TXIDs).
     pub fn extend(&self, files: Vec<Arc<FileIndex>>) -> Result<View> {
         let mut v = View {
@@ -148,6 +153,9 @@ impl View {
 
     fn apply(&mut self, f: Arc<FileIndex>) -> Result<()> {
         let h = &f.header;
+        if self.files.is_empty() {
+            self.page_size = h.page_size;
+        }
         if h.page_size != self.page_size {
             return Err(Error::FileMismatch {
                 file: f.label(),

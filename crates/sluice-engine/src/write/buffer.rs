@@ -74,6 +74,9 @@ pub struct WriteBuffer {
     /// Database size after the last commit in the buffer, if any.
     commit: Option<u32>,
     committed_txns: u64,
+    /// Synced to a local L0 file but perhaps not yet in the replica view readers use: page →
+    /// (offset, TXID of that file). Released once the view reaches the TXID.
+    synced: BTreeMap<u32, (u64, TxId)>,
     /// The open transaction: its pages and where it began in the log.
     open: BTreeMap<u32, u64>,
     open_start: Option<u64>,
@@ -103,21 +106,7 @@ impl WriteBuffer {
         head[24..32].copy_from_slice(&crc.to_be_bytes());
         file.write_all_at(&head, 0).map_err(io)?;
         file.sync_all().map_err(io)?;
-        Ok(WriteBuffer {
-            path: path.to_path_buf(),
-            file,
-            page_size,
-            fsync,
-            end: HEADER,
-            chain: crc,
-            base,
-            committed: BTreeMap::new(),
-            commit: None,
-            committed_txns: 0,
-            open: BTreeMap::new(),
-            open_start: None,
-            last_commit_end: HEADER,
-        })
+        Ok(WriteBuffer::empty(path, file, page_size, fsync, crc, base))
     }
 
     /// Reopens a buffer a crash (or a clean close with unsynced data) left: the committed
@@ -140,21 +129,7 @@ impl WriteBuffer {
         }
         let page_size = u32::from_be_bytes([head[8], head[9], head[10], head[11]]);
         let base = TxId(u64::from_be_bytes(head[16..24].try_into().map_err(|_| Error::Task("BUG".into()))?));
-        let mut b = WriteBuffer {
-            path: path.to_path_buf(),
-            file,
-            page_size,
-            fsync,
-            end: HEADER,
-            chain: crc,
-            base,
-            committed: BTreeMap::new(),
-            commit: None,
-            committed_txns: 0,
-            open: BTreeMap::new(),
-            open_start: None,
-            last_commit_end: HEADER,
-        };
+        let mut b = WriteBuffer::empty(path, file, page_size, fsync, crc, base);
         let mut rec = vec![0u8; 9 + page_size as usize];
         let mut open: BTreeMap<u32, u64> = BTreeMap::new();
         // Offsets of the commit records since the last sync.
@@ -218,6 +193,26 @@ impl WriteBuffer {
         Ok(Some(b))
     }
 
+    /// A buffer with nothing after its header (whose checksum is `crc`).
+    fn empty(path: &Path, file: File, page_size: u32, fsync: Fsync, crc: u64, base: TxId) -> Self {
+        WriteBuffer {
+            path: path.to_path_buf(),
+            file,
+            page_size,
+            fsync,
+            end: HEADER,
+            chain: crc,
+            base,
+            committed: BTreeMap::new(),
+            commit: None,
+            committed_txns: 0,
+            synced: BTreeMap::new(),
+            open: BTreeMap::new(),
+            open_start: None,
+            last_commit_end: HEADER,
+        }
+    }
+
     /// Page size of the buffered database.
     pub fn page_size(&self) -> u32 {
         self.page_size
@@ -271,6 +266,7 @@ impl WriteBuffer {
         self.committed.append(&mut self.open);
         // Pages past the end are gone (a shrinking transaction).
         self.committed.retain(|p, _| *p <= commit);
+        self.synced.retain(|p, _| *p <= commit);
         self.commit = Some(commit);
         self.committed_txns += 1;
         self.open_start = None;
@@ -290,14 +286,22 @@ impl WriteBuffer {
     /// Reads the buffer's newest version of `pgno` (the open transaction's first) into
     /// `buf`; `false` if the buffer has none.
     pub fn read_page(&self, pgno: u32, buf: &mut [u8]) -> Result<bool> {
-        let Some(at) = self.open.get(&pgno).or_else(|| self.committed.get(&pgno)) else { return Ok(false) };
+        let at =
+            self.open.get(&pgno).or_else(|| self.committed.get(&pgno)).or_else(|| self.synced.get(&pgno).map(|s| &s.0));
+        let Some(at) = at else { return Ok(false) };
         self.read_at(*at, buf)?;
         Ok(true)
     }
 
     /// Reads the page stored in the record at `at`.
     pub fn read_at(&self, at: u64, buf: &mut [u8]) -> Result<()> {
-        self.file.read_exact_at(buf, at + 9).map_err(|e| Error::io("read write buffer", &self.path, e))
+        Self::read_record(&self.file, at, buf).map_err(|e| Error::io("read write buffer", &self.path, e))
+    }
+
+    /// Reads the page of the page record at `at` from another handle on the buffer file (a
+    /// sync reads its batch without holding the buffer).
+    pub fn read_record(file: &File, at: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        file.read_exact_at(buf, at + 9)
     }
 
     /// Database size after the buffer's last commit.
@@ -335,15 +339,26 @@ impl WriteBuffer {
             if self.committed.get(p) == Some(at) {
                 self.committed.remove(p);
             }
+            self.synced.insert(*p, (*at, txid));
+        }
+        if let Some(commit) = self.commit {
+            self.synced.retain(|p, _| *p <= commit);
         }
         self.committed_txns = self.committed_txns.saturating_sub(batch.txns);
         self.base = txid;
         Ok(())
     }
 
-    /// Starts the log afresh (nothing open or unsynced), so it does not grow for ever.
+    /// The readers' view reached `txid`: synced pages up to it are served from there now.
+    pub fn release(&mut self, txid: TxId) {
+        self.synced.retain(|_, (_, t)| *t > txid);
+    }
+
+    /// Starts the log afresh (nothing open, unsynced or unreleased), so it does not grow for
+    /// ever.
     pub fn reset_if_idle(&mut self) -> Result<bool> {
-        if self.open_start.is_some() || !self.committed.is_empty() || self.committed_txns > 0 {
+        if self.open_start.is_some() || !self.committed.is_empty() || self.committed_txns > 0 || !self.synced.is_empty()
+        {
             return Ok(false);
         }
         let perms = Perms::from_metadata(&self.file.metadata().map_err(|e| Error::io("stat", &self.path, e))?);
@@ -393,13 +408,16 @@ mod tests {
         b.write_page(3, &page(3)).unwrap();
         b.commit(3).unwrap();
         b.synced(&batch, TxId(8)).unwrap();
-        assert_eq!((read(&b, 1), read(&b, 3)), (None, Some(3)));
+        assert_eq!((read(&b, 1), read(&b, 3)), (Some(1), Some(3)), "synced pages stay readable");
+        b.release(TxId(8));
+        assert_eq!((read(&b, 1), read(&b, 3)), (None, Some(3)), "until the view reaches their TXID");
         assert_eq!(b.pending(), (1, 512));
         // A sync in the middle of a transaction that is then rolled back.
         b.write_page(2, &page(6)).unwrap();
         let mid = b.batch().unwrap();
         b.synced(&mid, TxId(9)).unwrap();
         b.rollback().unwrap();
+        b.release(TxId(9));
         assert_eq!((read(&b, 2), read(&b, 3), b.pending().0), (None, None, 0));
         b.write_page(3, &page(3)).unwrap();
         b.commit(3).unwrap();

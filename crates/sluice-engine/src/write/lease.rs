@@ -51,7 +51,9 @@ fn writer_id(meta_dir: &Path, db: &Path) -> Result<String> {
         return Ok(s.trim().to_string());
     }
     let id = format!("{:016x}{:016x}", rand_u64(), rand_u64());
-    let perms = Perms::of_db(db)?;
+    // A database that does not exist yet (a VFS writer's buffer before its first write)
+    // has nothing to follow: private.
+    let perms = if db.exists() { Perms::of_db(db)? } else { Perms::PRIVATE };
     perms.create_dir_all(meta_dir).map_err(|e| Error::io("create", meta_dir, e))?;
     perms.write(&path, id.as_bytes()).map_err(|e| Error::io("write", &path, e))?;
     Ok(id)

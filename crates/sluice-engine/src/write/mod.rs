@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`writer`]: [`ReplicaWriter`], the lease, the uploader and maintenance tasks, shutdown.
+//! - [`session`]: the VFS's write mode (buffer, syncs, the writer, reads over both).
 //! - [`buffer`]: the VFS write mode's on-disk write buffer (commits, rollbacks, recovery).
 //! - [`local`]: the meta directory of local L0 files (what capture writes, uploads read).
 //! - [`uploader`], [`compaction`]: shipping files, the level ladder, snapshots, retention.
@@ -25,6 +26,7 @@ pub mod lease;
 pub mod local;
 pub mod metrics;
 pub mod outage;
+pub mod session;
 pub mod uploader;
 pub mod writer;
 
