@@ -10,8 +10,9 @@
 //!
 //! The loop runs in segments of [`SEGMENT_CYCLES`] cycles, each on a new database and replica
 //! whose SQLite settings (page size, auto_vacuum, synchronous, wal_autocheckpoint,
-//! journal_size_limit; `common/settings.rs`) are drawn from SEED+segment: consecutive seeds
-//! sweep the page sizes, so the 8 segments of `bench/crash_soak.sh 200` cover all eight.
+//! journal_size_limit; `common/settings.rs`) are drawn from SEED + 9 × segment: page size and
+//! auto_vacuum follow the seed modulo 24, and steps of 9 move both, so the 8 segments of
+//! `bench/crash_soak.sh 200` cover all eight page sizes and all three auto_vacuum modes.
 //!
 //! Every randomized test prints `SEED=<n>`; rerun with `SEED=<n> scripts/test -p sluice-cli
 //! --test replicate_crash`. S3 cases use the moto server `scripts/test` starts.
@@ -254,19 +255,16 @@ fn cycles(default: usize) -> usize {
 }
 
 /// `cycles` kill -9 cycles in segments of [`SEGMENT_CYCLES`], segment `i` on a new database
-/// with settings drawn from SEED+i, replicated to `replica(i)`.
+/// with settings drawn from SEED + 9i, replicated to `replica(i)`.
 fn crash_loop(replica: &dyn Fn(u64) -> String, cycles: usize, check_every: usize) {
     let seed = sluice_testkit::seed();
     let segments = cycles.div_ceil(SEGMENT_CYCLES) as u64;
     for i in 0..segments {
-        let settings = SqliteSettings::draw(seed.wrapping_add(i));
+        let segment_seed = seed.wrapping_add(9 * i);
+        let settings = SqliteSettings::draw(segment_seed);
         let n = (cycles - i as usize * SEGMENT_CYCLES).min(SEGMENT_CYCLES);
-        eprintln!(
-            "\n=== segment {}/{segments}: {n} cycles, {settings} (settings seed {})",
-            i + 1,
-            seed.wrapping_add(i)
-        );
-        crash_segment(&replica(i), settings, seed.wrapping_add(i), n, check_every);
+        eprintln!("\n=== segment {}/{segments}: {n} cycles, {settings} (segment seed {segment_seed})", i + 1);
+        crash_segment(&replica(i), settings, segment_seed, n, check_every);
     }
 }
 
