@@ -1,5 +1,8 @@
 //! Daemon plumbing: one daemon per database (an exclusive lock file in its meta directory,
 //! which also carries the PID for `sluice sync`), and the `/metrics` endpoint.
+//!
+//! The meta directory and its files get the database's mode and owner ([`Perms`]), so the
+//! lock is only taken once the database exists (see `replicate_cmd`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -7,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use sluice_engine::perms::Perms;
 use sluice_engine::replicate::metrics::{DbMetrics, render_all};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -20,19 +24,17 @@ pub const ACK_FILE: &str = "sluice.sync-ack";
 pub struct DaemonLock {
     _file: Arc<File>,
     dir: PathBuf,
+    db: PathBuf,
 }
 
 impl DaemonLock {
-    /// Takes the database's daemon lock or explains who holds it.
-    pub fn acquire(meta_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(meta_dir).with_context(|| format!("create {}", meta_dir.display()))?;
+    /// Takes the lock of the database `db` (which exists) or explains who holds it.
+    pub fn acquire(meta_dir: &Path, db: &Path) -> Result<Self> {
+        let perms = Perms::of_db(db)?;
+        perms.create_dir_all(meta_dir).with_context(|| format!("create {}", meta_dir.display()))?;
         let path = meta_dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
+        let mut file = perms
+            .open(&path, OpenOptions::new().read(true).write(true).create(true).truncate(false))
             .with_context(|| format!("open {}", path.display()))?;
         if file.try_lock().is_err() {
             let pid = std::fs::read_to_string(&path).unwrap_or_default();
@@ -40,14 +42,16 @@ impl DaemonLock {
         }
         file.set_len(0)?;
         write!(file, "{}", std::process::id())?;
-        Ok(DaemonLock { _file: Arc::new(file), dir: meta_dir.to_path_buf() })
+        Ok(DaemonLock { _file: Arc::new(file), dir: meta_dir.to_path_buf(), db: db.to_path_buf() })
     }
 
     /// Records the outcome of a forced sync.
     pub fn ack(&self, outcome: &str) {
         let tmp = self.dir.join(format!("{ACK_FILE}.tmp"));
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        if std::fs::write(&tmp, format!("{stamp} {outcome}\n")).is_ok() {
+        // The database's permissions as of now: it may have been recreated since the start.
+        let perms = Perms::of_db(&self.db).unwrap_or(Perms::PRIVATE);
+        if perms.write(&tmp, format!("{stamp} {outcome}\n").as_bytes()).is_ok() {
             let _ = std::fs::rename(&tmp, self.dir.join(ACK_FILE));
         }
     }

@@ -3,12 +3,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result, bail};
 use sluice_config::{Config, DbConfig, ReplicaSettings};
 use sluice_engine::replicate::compaction::Retention;
 use sluice_engine::replicate::metrics::DbMetrics;
+use sluice_engine::replicate::presence::{self, Presence};
 use sluice_engine::replicate::{ReplicateOptions, Request, replicate};
 use sluice_storage::ReplicaClient;
 use tokio::signal::unix::{SignalKind, signal};
@@ -58,20 +59,30 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut all_metrics = Vec::new();
-    let mut senders: Vec<(mpsc::Sender<Request>, DaemonLock)> = Vec::new();
+    let mut senders: Vec<(mpsc::Sender<Request>, Arc<OnceLock<DaemonLock>>)> = Vec::new();
     for db in &cfg.dbs {
         let client = ReplicaClient::open(&db.replica.storage)
             .with_context(|| format!("invalid replica for {}", db.path.display()))?;
         let opts = options(&cfg, db);
-        let lock =
-            DaemonLock::acquire(&opts.meta_dir).with_context(|| format!("cannot replicate {}", db.path.display()))?;
+        // The lock file lives in the meta directory, which takes the database's permissions
+        // and is not created before the database: taken now if the database exists (so a
+        // second daemon is refused at once), otherwise once it appears.
+        let lock = Arc::new(OnceLock::new());
+        if matches!(presence::probe(&db.path), Presence::Ready(_)) {
+            let held = DaemonLock::acquire(&opts.meta_dir, &db.path)
+                .with_context(|| format!("cannot replicate {}", db.path.display()))?;
+            let _ = lock.set(held);
+        }
         let metrics = Arc::new(DbMetrics { db: db.path.display().to_string(), ..DbMetrics::default() });
         all_metrics.push(metrics.clone());
         let (req_tx, req_rx) = mpsc::channel(4);
-        senders.push((req_tx, lock));
+        senders.push((req_tx, lock.clone()));
         let name = db.path.display().to_string();
         let rx = shutdown_rx.clone();
-        tasks.spawn(async move { (name, replicate(opts, client, metrics, rx, req_rx).await) });
+        tasks.spawn(async move {
+            let result = replicate_when_present(opts, client, metrics, rx, req_rx, &lock).await;
+            (name, result)
+        });
     }
     if let Some(addr) = &cfg.addr {
         let addr = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.clone() };
@@ -100,13 +111,18 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             _ = usr1.recv() => {
                 for (tx, lock) in &senders {
                     let (r_tx, r_rx) = oneshot::channel();
-                    if tx.send(Request::Sync(r_tx)).await.is_ok() {
+                    // Never waits: a database whose queue is full must not hold up signals.
+                    if tx.try_send(Request::Sync(r_tx)).is_ok() {
                         let lock = lock.clone();
                         tokio::spawn(async move {
-                            match r_rx.await {
-                                Ok(Ok(txid)) => lock.ack(&txid.to_string()),
-                                Ok(Err(e)) => lock.ack(&format!("error: {e}")),
-                                Err(_) => lock.ack("error: replication stopped"),
+                            let outcome = match r_rx.await {
+                                Ok(Ok(txid)) => txid.to_string(),
+                                Ok(Err(e)) => format!("error: {e}"),
+                                Err(_) => "error: replication stopped".to_string(),
+                            };
+                            // No lock yet: the database does not exist, so no `sluice sync` waits.
+                            if let Some(lock) = lock.get() {
+                                lock.ack(&outcome);
                             }
                         });
                     }
@@ -122,7 +138,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             Some(done) = tasks.join_next() => {
                 failed += 1;
                 match done {
-                    Ok((name, Err(e))) => tracing::error!(db = %name, "stopped replicating: {e}"),
+                    Ok((name, Err(e))) => tracing::error!(db = %name, "stopped replicating: {e:#}"),
                     Ok((name, Ok(()))) => tracing::error!(db = %name, "stopped replicating"),
                     Err(e) => tracing::error!("replication task failed: {e}"),
                 }
@@ -138,7 +154,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         while let Some(done) = tasks.join_next().await {
             if let Ok((name, Err(e))) = done {
                 failed += 1;
-                tracing::error!(db = %name, "final sync failed: {e}");
+                tracing::error!(db = %name, "final sync failed: {e:#}");
             }
         }
     };
@@ -154,6 +170,27 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         exit = ExitCode::FAILURE;
     }
     Ok(exit)
+}
+
+/// Waits for the database to exist if it did not at start, takes its daemon lock then, and
+/// replicates it until shutdown.
+async fn replicate_when_present(
+    opts: ReplicateOptions,
+    client: ReplicaClient,
+    metrics: Arc<DbMetrics>,
+    mut shutdown: watch::Receiver<bool>,
+    mut requests: mpsc::Receiver<Request>,
+    lock: &OnceLock<DaemonLock>,
+) -> Result<()> {
+    if lock.get().is_none() {
+        if presence::wait_for_database(&opts.db_path, &mut shutdown, &mut requests).await.is_none() {
+            return Ok(());
+        }
+        let held = DaemonLock::acquire(&opts.meta_dir, &opts.db_path)
+            .with_context(|| format!("cannot replicate {}", opts.db_path.display()))?;
+        let _ = lock.set(held);
+    }
+    Ok(replicate(opts, client, metrics, shutdown, requests).await?)
 }
 
 /// Forwards a signal to the child's whole process group.

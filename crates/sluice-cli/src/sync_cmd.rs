@@ -25,6 +25,10 @@ pub struct Args {
 pub async fn run(args: Args) -> Result<ExitCode> {
     let meta = meta_dir_of(&args.db_path, args.config.as_deref(), true)?;
     let pid_text = std::fs::read_to_string(meta.join(LOCK_FILE)).with_context(|| {
+        if !args.db_path.exists() {
+            // A daemon waits for a database that does not exist, without a lock file yet.
+            return format!("{} does not exist: there is nothing to sync", args.db_path.display());
+        }
         format!("no sluice daemon found for {} (no {LOCK_FILE} in {})", args.db_path.display(), meta.display())
     })?;
     let pid: u32 = pid_text.trim().parse().with_context(|| format!("bad pid file in {}", meta.display()))?;

@@ -127,6 +127,25 @@ pub enum Error {
         /// What the WAL index says was committed and why it was not read.
         reason: String,
     },
+    /// The database is not there (yet): replication waits for it.
+    #[error("{db} does not exist or is not yet a SQLite database; replication starts when it is")]
+    DatabaseMissing {
+        /// The database.
+        db: PathBuf,
+    },
+    /// The database was recreated with another page size than the history in its replica.
+    #[error(
+        "{db} was recreated with page size {now}, but its replica holds history of page size {was}; \
+         replicate it to a new replica (or remove the old replica's files), then restart"
+    )]
+    PageSizeChanged {
+        /// The database.
+        db: PathBuf,
+        /// Page size of the database replicated before.
+        was: u32,
+        /// Page size of the new database.
+        now: u32,
+    },
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::Connection;
+use sluice_engine::perms::Perms;
 use sluice_engine::replicate::local::MetaDir;
 use sluice_engine::replicate::shipper::{Checkpoint, Shipper, ShipperOptions};
 use sluice_engine::restore::apply::Image;
@@ -14,7 +15,7 @@ use sluice_ltx::TxId;
 use sluice_storage::FileInfo;
 
 fn opts(limit: u64) -> ShipperOptions {
-    ShipperOptions { busy_timeout: Duration::from_secs(2), max_sync_wal_bytes: limit }
+    ShipperOptions { busy_timeout: Duration::from_secs(2), max_sync_wal_bytes: limit, resume: true }
 }
 
 fn app(path: &Path) -> Connection {
@@ -64,7 +65,7 @@ fn byte_limited_syncs_split_the_backlog_without_losing_frames() {
     }
     s.sync_all().unwrap().unwrap();
     assert!(s.sync_all().unwrap().is_none(), "sync_all left frames behind");
-    let meta = MetaDir::open(meta_root).unwrap();
+    let meta = MetaDir::open(meta_root, Perms::of_db(&db).unwrap()).unwrap();
     let n = meta.list_l0().unwrap().len();
     assert!(n > 3, "the 64 KiB limit should split the backlog: {n} files");
     assert_local_chain_rebuilds(&meta, &db, dir.path());
@@ -100,7 +101,7 @@ fn checkpoints_and_wal_restarts_lose_nothing() {
         c.execute("DELETE FROM t WHERE id % 7 = ?1", [round]).unwrap();
         s.sync_all().unwrap();
     }
-    let meta = MetaDir::open(meta_root).unwrap();
+    let meta = MetaDir::open(meta_root, Perms::of_db(&db).unwrap()).unwrap();
     assert_local_chain_rebuilds(&meta, &db, dir.path());
 }
 
@@ -128,7 +129,7 @@ fn a_stop_after_a_checkpoint_resumes_only_across_one_restart() {
     let mut s = Shipper::open(&db, meta_root.clone(), TxId(0), opts(0)).unwrap();
     let resumed = s.sync_all().unwrap().unwrap();
     assert!(!resumed.full, "one restart after the journal's checkpoint: resume, no full image");
-    let meta = MetaDir::open(meta_root.clone()).unwrap();
+    let meta = MetaDir::open(meta_root.clone(), Perms::of_db(&db).unwrap()).unwrap();
     assert_local_chain_rebuilds(&meta, &db, dir.path());
 
     // Again, but the application checkpoints and restarts the WAL once more while stopped.

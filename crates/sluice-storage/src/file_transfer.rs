@@ -139,6 +139,9 @@ impl ReplicaClient {
         let key = self.key(level, min, max);
         let attributes = self.put_attributes(timestamp);
         let part_size = part_size_for(size);
+        if let Some(root) = &self.local_root {
+            self.prepare_local_dir(&self.local_path(root, level, min, max)).await?;
+        }
         // Set once any attempt has called `complete`: from then on the object may be ours.
         let completing = AtomicBool::new(false);
         let uploaded = with_retry(&self.retry, |attempt| {
@@ -265,7 +268,16 @@ impl ReplicaClient {
     pub async fn get_to_file(&self, level: u8, min: TxId, max: TxId, dest: &StdPath) -> Result<u64> {
         let mut body = self.get_stream(level, min, max);
         let first = body.next().await.transpose()?;
-        let mut file = tokio::fs::File::create(dest).await.map_err(|e| self.local_err("create", dest, e))?;
+        // Private (0600) whatever the umask: a download holds database pages, and the caller
+        // decides who else may read it.
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dest)
+            .await
+            .map_err(|e| self.local_err("create", dest, e))?;
         let res = async {
             let mut written = 0u64;
             let mut next = first;

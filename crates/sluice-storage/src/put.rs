@@ -42,6 +42,9 @@ impl ReplicaClient {
     pub async fn put(&self, level: u8, min: TxId, max: TxId, data: Bytes, timestamp: DateTime<Utc>) -> Result<()> {
         let key = self.key(level, min, max);
         let attributes = self.put_attributes(timestamp);
+        if let Some(root) = &self.local_root {
+            self.prepare_local_dir(&self.local_path(root, level, min, max)).await?;
+        }
         with_retry(&self.retry, |attempt| {
             let (key, data, attributes) = (&key, data.clone(), attributes.clone());
             async move {

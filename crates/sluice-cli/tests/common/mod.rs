@@ -123,6 +123,26 @@ impl Daemon {
         Daemon { guard: ChildGuard::spawn(&mut cmd), log: log.to_path_buf() }
     }
 
+    /// As [`Daemon::start`], under `umask` (set by a shell that then execs the daemon, so the
+    /// daemon is the child that is signalled and waited for).
+    pub fn start_with_umask(config: &Path, umask: u32, log: &Path) -> Daemon {
+        let f = File::create(log).expect("create daemon log");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("umask {umask:03o} && exec \"$0\" replicate --config \"$1\""))
+            .arg(env!("CARGO_BIN_EXE_sluice"))
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("clone log"))
+            .stderr(f);
+        Daemon { guard: ChildGuard::spawn(&mut cmd), log: log.to_path_buf() }
+    }
+
+    /// Number of log lines containing `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log_text().lines().filter(|l| l.contains(needle)).count()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

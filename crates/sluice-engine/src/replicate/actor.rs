@@ -9,6 +9,7 @@ use sluice_ltx::{Header, TxId};
 use tokio::sync::oneshot;
 
 use crate::error::{Error, Result};
+use crate::replicate::local::MetaDir;
 use crate::replicate::shipper::{Checkpoint, Position, Shipper, ShipperOptions, SnapshotView, Synced};
 
 enum Cmd {
@@ -23,7 +24,7 @@ enum Cmd {
 pub struct ShipperHandle {
     tx: std_mpsc::Sender<Cmd>,
     page_size: u32,
-    meta_root: PathBuf,
+    meta: MetaDir,
 }
 
 impl ShipperHandle {
@@ -31,14 +32,14 @@ impl ShipperHandle {
     pub async fn spawn(db_path: PathBuf, meta_root: PathBuf, remote_max: TxId, opts: ShipperOptions) -> Result<Self> {
         let (tx, rx) = std_mpsc::channel::<Cmd>();
         let (ready_tx, ready_rx) = oneshot::channel();
-        let root = meta_root.clone();
+        let root = meta_root;
         let name = format!("sluice-wal-{}", db_path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
         std::thread::Builder::new()
             .name(name)
             .spawn(move || {
                 let mut s = match Shipper::open(&db_path, root, remote_max, opts) {
                     Ok(s) => {
-                        let _ = ready_tx.send(Ok(s.page_size()));
+                        let _ = ready_tx.send(Ok((s.page_size(), s.meta().clone())));
                         s
                     }
                     Err(e) => {
@@ -60,8 +61,8 @@ impl ShipperHandle {
                 }
             })
             .map_err(|e| Error::Task(format!("spawn shipper thread: {e}")))?;
-        let page_size = ready_rx.await.map_err(|_| Error::Task("shipper thread died".into()))??;
-        Ok(ShipperHandle { tx, page_size, meta_root })
+        let (page_size, meta) = ready_rx.await.map_err(|_| Error::Task("shipper thread died".into()))??;
+        Ok(ShipperHandle { tx, page_size, meta })
     }
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T> {
@@ -103,6 +104,11 @@ impl ShipperHandle {
 
     /// Meta directory root.
     pub fn meta_root(&self) -> &std::path::Path {
-        &self.meta_root
+        self.meta.root()
+    }
+
+    /// The meta directory, as the shipper opened (and cleaned) it.
+    pub fn meta(&self) -> &MetaDir {
+        &self.meta
     }
 }

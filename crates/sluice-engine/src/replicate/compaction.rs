@@ -76,12 +76,12 @@ async fn merge_and_put(
     max: TxId,
 ) -> Result<FileInfo> {
     let work = meta.root().join(format!("compact-{level}-{min}-{max}"));
-    std::fs::create_dir_all(&work).map_err(|e| Error::io("create", &work, e))?;
+    meta.create_dir(&work)?;
     let result = async {
         let paths = fetch_inputs(client, meta, inputs, &work).await?;
         let out = work.join("out.ltx");
-        let out2 = out.clone();
-        tokio::task::spawn_blocking(move || merge_files(&paths, &out2))
+        let (out2, perms) = (out.clone(), meta.perms());
+        tokio::task::spawn_blocking(move || merge_files(&paths, &out2, perms))
             .await
             .map_err(|e| Error::Task(e.to_string()))??;
         let ts = header_time(&out)?;

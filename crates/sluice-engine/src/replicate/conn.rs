@@ -4,12 +4,15 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{Error, Result};
 
+/// Opens a connection to an existing database. Never with `SQLITE_OPEN_CREATE`: the
+/// application decides its database's format (page size, auto-vacuum…) by creating it.
 pub(crate) fn open_conn(path: &Path, busy: Duration) -> Result<Connection> {
-    let c = Connection::open(path).map_err(|e| sqlite_err("open", path, e))?;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let c = Connection::open_with_flags(path, flags).map_err(|e| sqlite_err("open", path, e))?;
     c.busy_timeout(busy).map_err(|e| sqlite_err("set busy timeout on", path, e))?;
     c.execute_batch("PRAGMA wal_autocheckpoint=0;").map_err(|e| sqlite_err("configure", path, e))?;
     // Closing our last connection must not checkpoint and delete the WAL (Litestream sets

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use object_store::path::Path as Key;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use object_store::{ObjectStoreExt, PutMode, UpdateVersion};
 use serde::{Deserialize, Serialize};
 use sluice_storage::ReplicaClient;
 
 use crate::error::{Error, Result};
+use crate::perms::Perms;
 use crate::replicate::shipper::now_ms;
 
 /// Object name of the lease, at the replica's root.
@@ -40,7 +41,8 @@ pub struct Lease {
     doc: LeaseDoc,
 }
 
-fn writer_id(meta_dir: &Path) -> Result<String> {
+/// The writer ID kept in the meta directory, created with the database's permissions.
+fn writer_id(meta_dir: &Path, db: &Path) -> Result<String> {
     let path = meta_dir.join("sluice.writer-id");
     if let Ok(s) = std::fs::read_to_string(&path)
         && s.trim().len() == 32
@@ -48,8 +50,9 @@ fn writer_id(meta_dir: &Path) -> Result<String> {
         return Ok(s.trim().to_string());
     }
     let id = format!("{:016x}{:016x}", rand_u64(), rand_u64());
-    std::fs::create_dir_all(meta_dir).map_err(|e| Error::io("create", meta_dir, e))?;
-    std::fs::write(&path, &id).map_err(|e| Error::io("write", &path, e))?;
+    let perms = Perms::of_db(db)?;
+    perms.create_dir_all(meta_dir).map_err(|e| Error::io("create", meta_dir, e))?;
+    perms.write(&path, id.as_bytes()).map_err(|e| Error::io("write", &path, e))?;
     Ok(id)
 }
 
@@ -68,7 +71,7 @@ impl Lease {
         let key = if prefix.is_empty() { Key::from(LEASE_NAME) } else { Key::from(format!("{prefix}/{LEASE_NAME}")) };
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_string();
         let doc = LeaseDoc {
-            writer: writer_id(meta_dir)?,
+            writer: writer_id(meta_dir, db)?,
             host,
             pid: std::process::id(),
             db: db.display().to_string(),
@@ -141,21 +144,17 @@ impl Lease {
     async fn write(&mut self, mode: PutMode) -> Result<bool> {
         self.doc.expires_ms = now_ms() + LEASE_TTL.as_millis() as i64;
         let body = Bytes::from(serde_json::to_vec(&self.doc).unwrap_or_default());
-        let opts = PutOptions { mode: mode.clone(), ..PutOptions::default() };
-        match self.client.store().put_opts(&self.key, PutPayload::from_bytes(body.clone()), opts).await {
-            Ok(_) => Ok(true),
+        match self.client.put_root_object(LEASE_NAME, body.clone(), mode.clone()).await {
+            Ok(()) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
             // Stores without conditional updates (local files): plain overwrite; the daemon
             // lock file already keeps two daemons on one host apart.
-            Err(object_store::Error::NotImplemented { .. }) if matches!(mode, PutMode::Update(_)) => {
-                let opts = PutOptions { mode: PutMode::Overwrite, ..PutOptions::default() };
-                self.client
-                    .store()
-                    .put_opts(&self.key, PutPayload::from_bytes(body), opts)
-                    .await
-                    .map(|_| true)
-                    .map_err(|e| self.store_err("PUT", e))
-            }
+            Err(object_store::Error::NotImplemented { .. }) if matches!(mode, PutMode::Update(_)) => self
+                .client
+                .put_root_object(LEASE_NAME, body, PutMode::Overwrite)
+                .await
+                .map(|()| true)
+                .map_err(|e| self.store_err("PUT", e)),
             Err(e) => Err(self.store_err("PUT", e)),
         }
     }

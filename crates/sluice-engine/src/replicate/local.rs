@@ -1,6 +1,7 @@
 //! The meta directory beside the database (`.<name>-litestream/`, as Litestream's): local L0
 //! files are the only replication state. Each carries the WAL offset, size and salts it was
-//! read from, which is where the next sync resumes.
+//! read from, which is where the next sync resumes. Everything in it takes the database's
+//! mode and owner ([`Perms`]).
 
 use std::fs::{self, File};
 use std::io::BufWriter;
@@ -9,18 +10,21 @@ use std::path::{Path, PathBuf};
 use sluice_ltx::{Encoder, Header, TxId, format_filename, parse_filename};
 
 use crate::error::{Error, Result};
+use crate::perms::Perms;
 
 /// Local staging for one database.
 #[derive(Clone, Debug)]
 pub struct MetaDir {
     root: PathBuf,
+    perms: Perms,
 }
 
 impl MetaDir {
-    /// Creates the directory tree if needed and removes stale temp files.
-    pub fn open(root: PathBuf) -> Result<Self> {
+    /// Creates the directory tree if needed, removes stale temp files, and gives everything
+    /// in it `perms` (the database's).
+    pub fn open(root: PathBuf, perms: Perms) -> Result<Self> {
         let l0 = root.join("ltx").join("0");
-        fs::create_dir_all(&l0).map_err(|e| Error::io("create meta directory", &l0, e))?;
+        perms.create_dir_all(&l0).map_err(|e| Error::io("create meta directory", &l0, e))?;
         // Leftovers of a crash: temp files of L0 writes, merged uploads, snapshots, and
         // compaction work directories.
         for dir in [&l0, &root] {
@@ -33,12 +37,22 @@ impl MetaDir {
                 }
             }
         }
-        Ok(MetaDir { root })
+        // Files an older version or an earlier database at this path left with other modes
+        // (best effort: one that cannot be changed is reported, not fatal).
+        if let Err(e) = perms.apply_tree(&root) {
+            tracing::warn!(dir = %root.display(), error = %e, "cannot give the meta directory the database's permissions");
+        }
+        Ok(MetaDir { root, perms })
     }
 
-    /// A handle on a directory already opened (and cleaned) by [`MetaDir::open`].
-    pub fn at(root: PathBuf) -> Self {
-        MetaDir { root }
+    /// The mode and owner of everything in the directory.
+    pub fn perms(&self) -> Perms {
+        self.perms
+    }
+
+    /// Creates a work directory inside (compaction inputs).
+    pub fn create_dir(&self, dir: &Path) -> Result<()> {
+        self.perms.create_dir_all(dir).map_err(|e| Error::io("create", dir, e))
     }
 
     /// The directory.
@@ -110,7 +124,7 @@ impl MetaDir {
     ) -> Result<PathBuf> {
         let path = self.l0_path(header.min_txid, header.max_txid);
         let tmp = path.with_extension("ltx.tmp");
-        let file = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        let file = self.perms.create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
         let ltx_err = |source| Error::Ltx { file: tmp.display().to_string(), source };
         let mut enc = Encoder::new(BufWriter::with_capacity(256 << 10, file), header).map_err(ltx_err)?;
         pages(&mut |pgno, data| {

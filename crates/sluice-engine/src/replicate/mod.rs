@@ -10,22 +10,27 @@
 //! - [`uploader`], [`compaction`]: shipping files, the level ladder, snapshots, retention.
 //! - [`index`]: the in-memory view of the replica. [`metrics`]: Prometheus counters.
 //! - [`service`]: the three tasks of one database; [`poll`]: watching the WAL index.
+//! - [`lifecycle`]: [`replicate`], one database from its appearance on, across deletions;
+//!   [`presence`]: waiting for a database file and noticing it go.
 
 pub mod actor;
 pub mod compaction;
 mod conn;
 pub mod index;
 pub mod lease;
+pub mod lifecycle;
 pub mod local;
 pub mod metrics;
 pub mod poll;
+pub mod presence;
 pub mod service;
 pub mod shipper;
 mod shm;
 pub mod uploader;
 pub mod wal;
 
-pub use service::{ReplicateOptions, Request, replicate};
+pub use lifecycle::replicate;
+pub use service::{ReplicateOptions, Request};
 
 /// How long committed frames may fail to be captured before replication of a database stops.
 pub const DEFAULT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

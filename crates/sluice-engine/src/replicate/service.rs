@@ -1,6 +1,8 @@
 //! One database's replication: the capture loop (WAL → local L0, checkpoints), the uploader
 //! (local L0 → replica) and maintenance (compaction ladder, snapshots, retention), as three
-//! tasks so a slow upload never delays capturing or checkpointing.
+//! tasks so a slow upload never delays capturing or checkpointing. It runs while one
+//! database file exists; [`lifecycle`](crate::replicate::lifecycle) waits for the file and
+//! starts it again for the next one.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,21 +69,24 @@ pub enum Request {
     Sync(oneshot::Sender<Result<sluice_ltx::TxId>>),
 }
 
-/// Replicates until `shutdown` turns true, then syncs and uploads one last time.
-pub async fn replicate(
+/// Replicates the database file that exists now until `shutdown` turns true, then syncs
+/// and uploads one last time. `resume`: whether its local state may continue (false when
+/// it replaced the database replicated before; see [`ShipperOptions::resume`]).
+pub(crate) async fn replicate_db(
     opts: ReplicateOptions,
     client: ReplicaClient,
     metrics: Arc<DbMetrics>,
     mut shutdown: watch::Receiver<bool>,
-    mut requests: mpsc::Receiver<Request>,
+    requests: &mut mpsc::Receiver<Request>,
+    resume: bool,
 ) -> Result<()> {
     let lease = Arc::new(tokio::sync::Mutex::new(Lease::acquire(&client, &opts.meta_dir, &opts.db_path).await?));
     let index: SharedIndex = Arc::new(std::sync::Mutex::new(ReplicaIndex::load(&client).await?));
     let remote_max = lock(&index).max_txid();
-    let sopts = ShipperOptions { busy_timeout: opts.busy_timeout, max_sync_wal_bytes: opts.max_sync_wal_bytes };
+    let sopts = ShipperOptions { busy_timeout: opts.busy_timeout, max_sync_wal_bytes: opts.max_sync_wal_bytes, resume };
     let shipper = Arc::new(ShipperHandle::spawn(opts.db_path.clone(), opts.meta_dir.clone(), remote_max, sopts).await?);
     // The shipper opened (and cleaned) the directory; temp files of running tasks must stay.
-    let meta = MetaDir::at(opts.meta_dir.clone());
+    let meta = shipper.meta().clone();
     let frame = 24 + u64::from(shipper.page_size());
     tracing::info!(db = %opts.db_path.display(), replica = client.description(), txid = %remote_max, "replicating");
 

@@ -19,6 +19,7 @@ use rusqlite::Connection;
 use sluice_ltx::{Header, TxId, lock_pgno};
 
 use crate::error::{Error, Result};
+use crate::perms::Perms;
 use crate::replicate::conn::{eager_busy, open_conn, sqlite_err};
 use crate::replicate::local::MetaDir;
 use crate::replicate::shm;
@@ -53,6 +54,10 @@ pub struct ShipperOptions {
     pub busy_timeout: Duration,
     /// Stop a sync after this many WAL bytes (at a commit boundary); 0 = unlimited.
     pub max_sync_wal_bytes: u64,
+    /// Resume from the position of the newest local L0 file when the WAL matches it. False
+    /// for a database that replaced the one replicated before: its WAL may never continue
+    /// the old history, so its first sync writes a full image.
+    pub resume: bool,
 }
 
 /// What a sync produced.
@@ -138,11 +143,20 @@ struct Deferred {
 }
 
 impl Shipper {
-    /// Opens the database (converting it to WAL mode, as Litestream does), takes the first
-    /// read lock and recovers the local position. `remote_max` is the replica's highest TXID.
+    /// Opens the database (which must exist; converting it to WAL mode, as Litestream does),
+    /// takes the first read lock and recovers the local position. `remote_max` is the
+    /// replica's highest TXID.
     pub fn open(db_path: &Path, meta_root: PathBuf, remote_max: TxId, opts: ShipperOptions) -> Result<Self> {
-        let meta = MetaDir::open(meta_root)?;
         let first = open_conn(db_path, opts.busy_timeout)?;
+        let meta = MetaDir::open(meta_root, Perms::of_db(db_path)?)?;
+        let was: String = first
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(|e| sqlite_err("read journal mode of", db_path, e))?;
+        if !was.eq_ignore_ascii_case("wal") {
+            // Replication reads the WAL. A lasting change to the application's database, so
+            // it is said (and documented).
+            tracing::info!(db = %db_path.display(), from = %was, "switching the database to WAL journal mode");
+        }
         let mode: String = first
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(|e| sqlite_err("set WAL mode on", db_path, e))?;
@@ -264,6 +278,12 @@ impl Shipper {
             return Ok(());
         }
         self.floor = TxId(h.max_txid.0 + 1).max(self.floor);
+        if !self.opts.resume {
+            // Another database than the one the local files describe: TXIDs go on, the WAL
+            // position and the journal mean nothing.
+            self.clear_journal();
+            return Ok(());
+        }
         let Ok(wal_file) = File::open(&self.wal_path) else { return Ok(()) };
         let Some(hdr) = wal::read_header(&wal_file).map_err(|e| Error::io("read", &self.wal_path, e))? else {
             return Ok(());
@@ -383,7 +403,7 @@ impl Shipper {
             return Err(Error::io(
                 "replicate",
                 &self.db_path,
-                std::io::Error::other("the database file was replaced while replicating; restart the daemon"),
+                std::io::Error::other("the database file was replaced while replicating"),
             ));
         }
         Ok(())

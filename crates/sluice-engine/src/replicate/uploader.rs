@@ -13,6 +13,7 @@ use sluice_ltx::{Decoder, TxId};
 use sluice_storage::{FileInfo, ReplicaClient};
 
 use crate::error::{Error, Result};
+use crate::perms::Perms;
 use crate::replicate::index::{SharedIndex, lock};
 use crate::replicate::local::MetaDir;
 use crate::replicate::metrics::DbMetrics;
@@ -102,14 +103,18 @@ async fn merge_local(meta: &MetaDir, files: &[(TxId, TxId)]) -> Result<(PathBuf,
     let (first, last) = (files[0].0, files[files.len() - 1].1);
     let out = meta.root().join(format!("upload-{first}-{last}.ltx.tmp"));
     let out2 = out.clone();
-    tokio::task::spawn_blocking(move || merge_files(&paths, &out2)).await.map_err(|e| Error::Task(e.to_string()))??;
+    let perms = meta.perms();
+    tokio::task::spawn_blocking(move || merge_files(&paths, &out2, perms))
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
     let ts = header_time(&out)?;
     Ok((out, ts))
 }
 
 /// Compacts LTX files on disk into `out` (streaming, one page per input in memory). No fsync:
-/// `out` is a temp file that is uploaded, then deleted (a crash just leaves it to cleanup).
-pub fn merge_files(inputs: &[PathBuf], out: &Path) -> Result<()> {
+/// `out` is a temp file that is uploaded, then deleted (a crash just leaves it to cleanup);
+/// it holds the database's pages, so it gets `perms`.
+pub fn merge_files(inputs: &[PathBuf], out: &Path, perms: Perms) -> Result<()> {
     let mut decs = Vec::with_capacity(inputs.len());
     for p in inputs {
         let f = File::open(p).map_err(|e| Error::io("open", p, e))?;
@@ -118,7 +123,7 @@ pub fn merge_files(inputs: &[PathBuf], out: &Path) -> Result<()> {
             Decoder::with_buffer(f, 16 << 10).map_err(|source| Error::Ltx { file: p.display().to_string(), source })?,
         );
     }
-    let w = std::io::BufWriter::with_capacity(256 << 10, File::create(out).map_err(|e| Error::io("create", out, e))?);
+    let w = std::io::BufWriter::with_capacity(256 << 10, perms.create(out).map_err(|e| Error::io("create", out, e))?);
     let (w, _) =
         sluice_ltx::compact(decs, w).map_err(|source| Error::Ltx { file: out.display().to_string(), source })?;
     w.into_inner().map_err(|e| Error::io("write", out, e.into_error()))?;

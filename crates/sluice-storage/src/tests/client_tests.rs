@@ -105,6 +105,17 @@ async fn file_backend_sets_mtime_and_mode() {
     {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        // Directories the put created are private too (the store alone would apply the umask).
+        for d in [root.clone(), root.join("ltx"), root.join("ltx/0")] {
+            let mode = std::fs::metadata(&d).expect("dir").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
+        client
+            .put_root_object("lease.json", Bytes::from_static(b"{}"), object_store::PutMode::Create)
+            .await
+            .expect("put");
+        let lease = std::fs::metadata(root.join("lease.json")).expect("root object at the replica's root");
+        assert_eq!(lease.permissions().mode() & 0o777, 0o600);
     }
     let files = client.list_level(0).await.expect("list");
     assert_eq!((files.len(), files[0].created_at, files[0].size), (1, when, 3));

@@ -93,7 +93,7 @@ impl Shipper {
         };
         let p = path(self.meta.root());
         let tmp = p.with_extension("tmp");
-        if let Err(e) = std::fs::write(&tmp, j.encode()).and_then(|()| std::fs::rename(&tmp, &p)) {
+        if let Err(e) = self.meta.perms().write(&tmp, &j.encode()).and_then(|()| std::fs::rename(&tmp, &p)) {
             tracing::debug!(error = %e, "could not save the read-ahead journal");
         }
     }

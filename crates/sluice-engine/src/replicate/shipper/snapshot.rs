@@ -12,6 +12,7 @@ use sluice_ltx::{Encoder, Header, TxId, lock_pgno};
 
 use super::{Position, Shipper, now_ms, read_db_page, read_wal_frame};
 use crate::error::{Error, Result};
+use crate::perms::Perms;
 
 /// Everything needed to read the database as of one position, without the shipper.
 pub struct SnapshotView {
@@ -22,6 +23,8 @@ pub struct SnapshotView {
     salts: (u32, u32),
     pos: Position,
     page_size: u32,
+    /// The database's mode and owner, for the image file.
+    perms: Perms,
 }
 
 impl Shipper {
@@ -48,6 +51,7 @@ impl Shipper {
             wal_path: self.wal_path.clone(),
             wal_map: self.wal_map.clone(),
             salts: self.wal_salts,
+            perms: self.meta.perms(),
             pos,
             page_size: self.page_size,
         }))
@@ -64,7 +68,7 @@ impl SnapshotView {
     pub fn write(&self, path: &Path) -> Result<Header> {
         let pos = self.pos;
         let header = Header::new(self.page_size, pos.commit.max(1), TxId(1), pos.txid, now_ms());
-        let file = File::create(path).map_err(|e| Error::io("create", path, e))?;
+        let file = self.perms.create(path).map_err(|e| Error::io("create", path, e))?;
         let ltx = |source| Error::Ltx { file: path.display().to_string(), source };
         let mut enc = Encoder::new(std::io::BufWriter::with_capacity(256 << 10, file), header).map_err(ltx)?;
         let wal = File::open(&self.wal_path).ok();
