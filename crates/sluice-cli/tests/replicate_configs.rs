@@ -36,9 +36,9 @@ use common::verify::{Expected, verify_replica};
 /// Safety net for one CLI run (not a timing assertion); used by `common::run`.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 /// "The database is created after the replicator started" needs the daemon to wait for a
-/// missing database instead of creating it (issue 14). Until that is merged the dimension is
-/// drawn and printed but not exercised; flip this to enable it.
-const WAIT_FOR_MISSING_DATABASE: bool = false;
+/// missing database instead of creating it (issue 14, merged). Setting this to false keeps
+/// the dimension drawn and printed but not exercised.
+const WAIT_FOR_MISSING_DATABASE: bool = true;
 /// Intermediate TXIDs restored per replica (besides the latest).
 const INTERMEDIATE_RESTORES: usize = 4;
 
