@@ -1,10 +1,11 @@
-//! Databases past 1 GiB: SQLite never stores the page that holds byte offset 2^30 (the
-//! lock-byte page, page `2^30 / page_size + 1`), so the file has a hole in its page numbering
-//! there. A database that crosses it replicates (first image, then WAL commits on both sides
-//! of it, a level-1 compaction and a merged level-9 snapshot spanning it) and restores
-//! correctly, at 4 KiB and 64 KiB pages: `sluice restore` and the real `litestream restore`, at the latest TXID and at the
-//! first image, equal the source (logical hash, page count, file size, `integrity_check`) and
-//! each other byte for byte.
+//! Databases past 1 GiB: SQLite never uses or writes the page that holds byte offset 2^30
+//! (the lock-byte page, page `2^30 / page_size + 1`), so a replicator and a restore must leave
+//! it out while keeping every page after it at its number. A database that crosses it
+//! replicates (first image, then WAL commits on both sides of it, a level-1 compaction and a
+//! merged level-9 snapshot spanning it) and restores correctly, at 4 KiB and 64 KiB pages:
+//! `sluice restore` and the real `litestream restore`, at the latest TXID, at a TXID mid-way
+//! and at the first image, equal the source (logical hash, page count, file size,
+//! `integrity_check`) and each other byte for byte.
 //!
 //! Long-running (a 1.1 GiB database per page size), so `#[ignore]`d: `bench/lock_page.sh`
 //! runs both in release mode (`scripts/test --release -p sluice-cli --test lock_page --
@@ -130,32 +131,9 @@ fn lock_page(page_size: u32) {
     wait_uploaded(&mut daemon, port);
     lap("first image uploaded");
 
-    // Commits while the daemon runs: rewrite the pages on both sides of the lock page, free
-    // and reuse pages below it, grow further past it, checkpoint.
-    let c = Connection::open(&db).expect("open");
-    c.busy_timeout(Duration::from_secs(60)).expect("busy");
-    c.execute_batch("PRAGMA synchronous=NORMAL").expect("synchronous");
-    for (i, from) in AROUND_LOCK_PAGE.step_by(25_000).enumerate() {
-        c.execute(
-            "UPDATE big SET tag = ?1, body = replace(body, ':', '#') WHERE id BETWEEN ?2 AND ?3 AND id % 3 = 0",
-            rusqlite::params![format!("touched-{i}"), from, from + 24_999],
-        )
-        .expect("update around the lock page");
-    }
-    c.execute("DELETE FROM big WHERE id BETWEEN 500000 AND 520000", []).expect("delete");
-    let mut next = INITIAL_ROWS + 1;
-    for _ in 0..8 {
-        insert_range(&c, next, next + 9_999, "grown");
-        next += 10_000;
-    }
-    let r: (i64, i64, i64) = c
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .expect("checkpoint");
-    eprintln!("[{page_size}] application TRUNCATE checkpoint: {r:?}");
-    insert_range(&c, next, next + 999, "last");
-    let pages = page_count(&c);
-    drop(c);
-    lap(&format!("written, {pages} pages"));
+    let mid = write_while_replicating(&db, &config);
+    lap(&format!("written; mid-way TXID {:x} ({} pages)", mid.txid, mid.pages));
+    let pages = page_count(&Connection::open(&db).expect("open"));
     let txid = force_sync(&db, &config);
     // Let a level-1 compaction and a level-9 snapshot (merged from the replica's files) cover
     // the final TXID, so the latest restore goes through files that span the lock page.
@@ -172,8 +150,54 @@ fn lock_page(page_size: u32) {
     std::fs::create_dir_all(&out).expect("restore dir");
     check(&url, &out, None, &latest, pages, page_size);
     lap("latest restores checked");
+    check(&url, &out, Some(mid.txid), &mid.hash, mid.pages, page_size);
+    lap("mid-way restores checked");
     check(&url, &out, Some(1), &first, first_pages, page_size);
     lap("first-image restores checked");
+}
+
+/// A state the replica must reproduce.
+struct Synced {
+    txid: u64,
+    hash: String,
+    pages: u64,
+}
+
+/// Commits while the daemon runs, each group synced into its own level-0 file: rewrite the
+/// pages on both sides of the lock page, free pages below it, grow further past it (the state
+/// returned, restored later through snapshot 1 + the files after it), then checkpoint and
+/// write once more.
+fn write_while_replicating(db: &Path, config: &Path) -> Synced {
+    let c = Connection::open(db).expect("open");
+    c.busy_timeout(Duration::from_secs(60)).expect("busy");
+    c.execute_batch("PRAGMA synchronous=NORMAL").expect("synchronous");
+    for (i, from) in AROUND_LOCK_PAGE.step_by(25_000).enumerate() {
+        c.execute(
+            "UPDATE big SET tag = ?1, body = replace(body, ':', '#') WHERE id BETWEEN ?2 AND ?3 AND id % 3 = 0",
+            rusqlite::params![format!("touched-{i}"), from, from + 24_999],
+        )
+        .expect("update around the lock page");
+        force_sync(db, config);
+    }
+    c.execute("DELETE FROM big WHERE id BETWEEN 500000 AND 520000", []).expect("delete");
+    let mut next = INITIAL_ROWS + 1;
+    for _ in 0..4 {
+        insert_range(&c, next, next + 19_999, "grown");
+        next += 20_000;
+        force_sync(db, config);
+    }
+    let mid = Synced {
+        txid: force_sync(db, config),
+        hash: hash::logical_sha256_conn(&c).expect("hash"),
+        pages: page_count(&c),
+    };
+    let r: (i64, i64, i64) = c
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("checkpoint");
+    eprintln!("application TRUNCATE checkpoint: {r:?}");
+    insert_range(&c, next, next + 999, "last");
+    c.execute("UPDATE big SET tag = 'last' WHERE id % 1000 = 0", []).expect("update across the file");
+    mid
 }
 
 #[test]

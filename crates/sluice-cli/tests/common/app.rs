@@ -354,4 +354,14 @@ impl App {
         assert!(self.conn.is_none(), "BUG: reopen of an open connection");
         self.conn = Some(self.settings.open(&self.path, BUSY));
     }
+
+    /// Closes the last connection (SQLite checkpoints the WAL into the file and deletes it),
+    /// renames the database file to `to` and reopens it there: the database appears at `to`
+    /// complete, never as an empty file.
+    pub fn move_to(&mut self, to: &Path) {
+        assert!(self.close(), "the WAL survived the close of the last connection");
+        std::fs::rename(&self.path, to).expect("rename the database into place");
+        self.path = to.to_path_buf();
+        self.reopen();
+    }
 }
