@@ -91,6 +91,37 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Another connection of this process holds a conflicting lock (SQLite retries through
+    /// its busy handler).
+    #[error("{db} on replica {replica}: locked by another connection of this process")]
+    Busy {
+        /// The database.
+        db: String,
+        /// Redacted replica URL.
+        replica: String,
+    },
+    /// Write mode could not take the replica: another writer holds it.
+    #[error("{db}: write mode refused: {source}")]
+    WriterConflict {
+        /// The database.
+        db: String,
+        /// The engine's conflict, naming the holder.
+        #[source]
+        source: Box<sluice_engine::Error>,
+    },
+    /// A write-mode operation failed (the buffer is full, a disk error, a sync).
+    #[error("{op} on {db} (replica {replica}): {source}")]
+    Write {
+        /// The database.
+        db: String,
+        /// Redacted replica URL.
+        replica: String,
+        /// What was being done.
+        op: &'static str,
+        /// Why.
+        #[source]
+        source: Box<sluice_engine::Error>,
+    },
     /// The host's SQLite lacks something the extension needs.
     #[error("host SQLite: {0}")]
     Host(String),
@@ -121,6 +152,12 @@ impl Error {
             Error::TimeTravel { .. } => rc::ERROR,
             Error::Read { .. } => rc::IOERR_READ,
             Error::ReadOnly { .. } => rc::READONLY,
+            Error::Busy { .. } => rc::BUSY,
+            Error::WriterConflict { .. } => rc::READONLY,
+            Error::Write { source, .. } => match **source {
+                sluice_engine::Error::BufferFull { .. } => rc::FULL,
+                _ => rc::IOERR_WRITE,
+            },
             Error::LockTransition { .. } => rc::IOERR_LOCK,
             Error::Io { op, .. } => match *op {
                 "read" => rc::IOERR_READ,
