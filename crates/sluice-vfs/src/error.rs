@@ -122,6 +122,18 @@ pub enum Error {
         #[source]
         source: Box<sluice_engine::Error>,
     },
+    /// A database name this process uses for another replica or mode (journals are named
+    /// after the database).
+    #[error(
+        "cannot open {db}: the name is {reason}; give each replica written through the VFS its own \
+         database name (file:<name>?vfs=sluice&…)"
+    )]
+    NameInUse {
+        /// The database name.
+        db: String,
+        /// Who has it.
+        reason: String,
+    },
     /// The host's SQLite lacks something the extension needs.
     #[error("host SQLite: {0}")]
     Host(String),
@@ -148,7 +160,9 @@ impl Error {
         match self {
             // Settings are read when a database opens (or the extension loads, where the
             // message matters more than the code).
-            Error::NoReplicaUrl { .. } | Error::Open { .. } | Error::Config { .. } => rc::CANTOPEN,
+            Error::NoReplicaUrl { .. } | Error::Open { .. } | Error::Config { .. } | Error::NameInUse { .. } => {
+                rc::CANTOPEN
+            }
             Error::TimeTravel { .. } => rc::ERROR,
             Error::Read { .. } => rc::IOERR_READ,
             Error::ReadOnly { .. } => rc::READONLY,

@@ -37,6 +37,7 @@ mod db_file;
 mod engine;
 mod local;
 mod locks;
+mod names;
 mod pragma;
 mod write_file;
 mod writers;

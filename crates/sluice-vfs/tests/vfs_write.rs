@@ -31,11 +31,14 @@ impl Rng {
     }
 }
 
-fn open_write(replica: &str, buffer: &Path, extra: &[(&str, &str)]) -> Connection {
+/// Syncs often, so they land at every stage of the transactions.
+const SYNC: &str = "20ms";
+
+fn open_write(name: &str, replica: &str, buffer: &Path, extra: &[(&str, &str)]) -> Connection {
     vfs::load(&vfs::debug_so());
-    let mut params = vec![("write", "1"), ("buffer", buffer.to_str().expect("utf-8 path")), ("sync", "200ms")];
+    let mut params = vec![("write", "1"), ("buffer", buffer.to_str().expect("utf-8 path")), ("sync", SYNC)];
     params.extend_from_slice(extra);
-    let u = vfs::uri("app.db", replica, &params);
+    let u = vfs::uri(name, replica, &params);
     let c = Connection::open_with_flags(&u, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI)
         .unwrap_or_else(|e| panic!("open {u}: {e}"));
     c.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
@@ -110,8 +113,11 @@ fn run_step(c: &Connection, step: &Step) -> Result<(), String> {
     c.execute_batch("BEGIN").map_err(|e| e.to_string())?;
     for s in sql {
         if let Err(e) = c.execute_batch(s) {
-            c.execute_batch("ROLLBACK").map_err(|e| e.to_string())?;
-            return Err(e.to_string());
+            // Keep the first error: SQLite may have rolled back already (then ROLLBACK fails).
+            return Err(match c.execute_batch("ROLLBACK") {
+                Ok(()) => e.to_string(),
+                Err(r) => format!("{e} (then {r})"),
+            });
         }
     }
     c.execute_batch(if rollback { "ROLLBACK" } else { "COMMIT" }).map_err(|e| e.to_string())
@@ -135,7 +141,7 @@ fn shape(c: &Connection) -> String {
 }
 
 fn txns() -> u64 {
-    std::env::var("SLUICE_TEST_WRITE_TXNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000)
+    std::env::var("SLUICE_TEST_WRITE_TXNS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
 }
 
 #[test]
@@ -145,14 +151,14 @@ fn mixed_transactions_match_native_sqlite_in_the_connection_after_reopen_and_in_
     let url = file_url(&replica);
     let buffer = tmp.path().join("app.buffer");
     let native = Connection::open(tmp.path().join("native.db")).unwrap();
-    let c = open_write(&url, &buffer, &[]);
+    let c = open_write("mixed.db", &url, &buffer, &[]);
     // A tiny page cache: big transactions spill to the database before they commit (and the
     // rollbacks among them play original pages back).
     c.execute_batch("PRAGMA cache_size = 20").unwrap();
     native.execute_batch("PRAGMA cache_size = 20").unwrap();
     c.execute_batch(SCHEMA).unwrap();
     native.execute_batch(SCHEMA).unwrap();
-    let reader = open_write(&url, &buffer, &[]);
+    let reader = open_write("mixed.db", &url, &buffer, &[]);
     let mut rng = Rng(0x05ee_d0f5_a1ce);
     let n = txns();
     for i in 1..=n {
@@ -175,7 +181,7 @@ fn mixed_transactions_match_native_sqlite_in_the_connection_after_reopen_and_in_
     }
     let want = content_of(&native).unwrap();
     drop((c, reader)); // the last connection closes: final sync, lease released
-    let again = open_write(&url, &buffer, &[]);
+    let again = open_write("mixed.db", &url, &buffer, &[]);
     assert_eq!(content_of(&again).unwrap(), want, "after reopen");
     assert_eq!(again.query_row("SELECT sluice_pending()", [], |r| r.get::<_, String>(0)).unwrap(), "0 0");
     drop(again);
@@ -196,7 +202,7 @@ fn a_new_empty_replica_on_s3_starts_a_database_and_a_second_writer_is_refused() 
     let bucket = s3::new_bucket("vfs-write");
     let url = s3::s3_url(&bucket, "app");
     let tmp = tempfile::tempdir().unwrap();
-    let c = open_write(&url, &tmp.path().join("a.buffer"), &[]);
+    let c = open_write("s3.db", &url, &tmp.path().join("a.buffer"), &[]);
     c.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1), (2);").unwrap();
     let txid: String = c.query_row("SELECT sluice_sync()", [], |r| r.get(0)).unwrap();
     assert_eq!(txid, "0000000000000001");
@@ -222,7 +228,7 @@ except sqlite3.Error as e:
 "#;
     let so = vfs::debug_so();
     let child_uri =
-        |buf: &str| vfs::uri("app.db", &url, &[("write", "1"), ("buffer", tmp.path().join(buf).to_str().unwrap())]);
+        |buf: &str| vfs::uri("s3.db", &url, &[("write", "1"), ("buffer", tmp.path().join(buf).to_str().unwrap())]);
     let run = |buf: &str| {
         let out = output_with_timeout(
             peer::python_command().arg("-c").arg(py).arg(so.with_extension("")).arg(child_uri(buf)),

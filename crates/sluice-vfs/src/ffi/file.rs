@@ -17,6 +17,7 @@ use crate::db_file::{DbFile, ReadOutcome};
 use crate::engine::Replica;
 use crate::error::{Error, Result};
 use crate::local::{DirLease, LocalFile};
+use crate::names::NameClaim;
 use crate::pragma;
 use crate::write_file::WriteFile;
 use crate::writers::WriterRef;
@@ -40,11 +41,30 @@ pub struct FileState {
 }
 
 pub enum Kind {
-    /// The main database; the lease keeps the private directory while the connection lives.
-    Db(Box<DbFile<Arc<Replica>>>, DirLease),
+    /// The main database (read mode).
+    Db {
+        file: Box<DbFile<Arc<Replica>>>,
+        _held: Held,
+    },
     /// The main database in write mode.
-    Write(Box<WriteFile<WriterRef>>, DirLease),
+    Write {
+        file: Box<WriteFile<WriterRef>>,
+        _held: Held,
+    },
     Local(LocalFile),
+}
+
+/// What a main database keeps while open: the private directory (its journals) and its name.
+#[derive(Debug)]
+pub struct Held {
+    _dir: DirLease,
+    _name: NameClaim,
+}
+
+impl Held {
+    fn new(name: NameClaim) -> Held {
+        Held { _dir: DirLease::acquire(), _name: name }
+    }
 }
 
 /// One table for both kinds; version 1: no shared memory (so no WAL) and no mmap.
@@ -86,7 +106,7 @@ pub unsafe extern "C" fn x_open(
         let opened = if flags & open::MAIN_DB != 0 {
             // SAFETY: `name` is the main database's name as SQLite passed it.
             unsafe { open_main(name, label.unwrap_or_default()) }.map(|k| match k {
-                Kind::Write(..) => (k, flags),
+                Kind::Write { .. } => (k, flags),
                 // The replica is read-only: SQLite's pager then refuses writes itself.
                 k => (k, (flags & !(open::READWRITE | open::CREATE)) | open::READONLY),
             })
@@ -124,24 +144,28 @@ unsafe fn open_main(name: *const c_char, label: String) -> Result<Kind> {
     };
     if settings.write.enabled {
         // An empty replica is a new database in write mode.
+        let claim = NameClaim::claim(&label, &settings.url, true)?;
         let replica = Replica::open_shared_with(&settings.url, settings.read, true).map_err(open_error)?;
         match WriterRef::acquire(&label, &settings, replica.clone()) {
             Ok((w, owner)) => {
                 tracing::info!("opened {label} for writing on replica {}", replica.description());
-                return Ok(Kind::Write(Box::new(WriteFile::new(w, owner, label)), DirLease::acquire()));
+                return Ok(Kind::Write { file: Box::new(WriteFile::new(w, owner, label)), _held: Held::new(claim) });
             }
             // Another writer has the replica: this connection reads it, and its writes fail
             // with SQLITE_READONLY; the log names the holder.
             Err(e @ Error::WriterConflict { .. }) => {
                 tracing::warn!(target: "sluice_vfs", "{e}; {label} is opened read-only");
-                return Ok(Kind::Db(Box::new(DbFile::new(replica, label)), DirLease::acquire()));
+                drop(claim);
+                let claim = NameClaim::claim(&label, &settings.url, false)?;
+                return Ok(Kind::Db { file: Box::new(DbFile::new(replica, label)), _held: Held::new(claim) });
             }
             Err(e) => return Err(e),
         }
     }
+    let claim = NameClaim::claim(&label, &settings.url, false)?;
     let replica = Replica::open_shared(&settings.url, settings.read).map_err(open_error)?;
     tracing::info!("opened {label} on replica {}", replica.description());
-    Ok(Kind::Db(Box::new(DbFile::new(replica, label)), DirLease::acquire()))
+    Ok(Kind::Db { file: Box::new(DbFile::new(replica, label)), _held: Held::new(claim) })
 }
 
 /// Our state of `file`, if it is one of ours.
@@ -218,8 +242,8 @@ unsafe extern "C" fn x_read(file: *mut sqlite3_file, buf: *mut c_void, amt: c_in
     with_file(file, "xRead", |k| {
         let o = offset(ofs)?;
         Ok(outcome(match k {
-            Kind::Db(db, _) => db.read(o, buf)?,
-            Kind::Write(w, _) => w.read(o, buf)?,
+            Kind::Db { file: db, .. } => db.read(o, buf)?,
+            Kind::Write { file: w, .. } => w.read(o, buf)?,
             Kind::Local(f) => f.read(o, buf)?,
         }))
     })
@@ -234,26 +258,26 @@ unsafe extern "C" fn x_write(file: *mut sqlite3_file, buf: *const c_void, amt: c
         unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }
     };
     with_file(file, "xWrite", |k| match k {
-        Kind::Db(db, _) => Err(Error::ReadOnly { db: db.name().to_string(), what: "write" }),
-        Kind::Write(w, _) => w.write(offset(ofs)?, buf).map(|()| rc::OK),
+        Kind::Db { file: db, .. } => Err(Error::ReadOnly { db: db.name().to_string(), what: "write" }),
+        Kind::Write { file: w, .. } => w.write(offset(ofs)?, buf).map(|()| rc::OK),
         Kind::Local(f) => f.write(offset(ofs)?, buf).map(|()| rc::OK),
     })
 }
 
 unsafe extern "C" fn x_truncate(file: *mut sqlite3_file, size: sqlite3_int64) -> c_int {
     with_file(file, "xTruncate", |k| match k {
-        Kind::Db(db, _) => Err(Error::ReadOnly { db: db.name().to_string(), what: "truncate" }),
-        Kind::Write(w, _) => w.truncate(offset(size)?).map(|()| rc::OK),
+        Kind::Db { file: db, .. } => Err(Error::ReadOnly { db: db.name().to_string(), what: "truncate" }),
+        Kind::Write { file: w, .. } => w.truncate(offset(size)?).map(|()| rc::OK),
         Kind::Local(f) => f.truncate(offset(size)?).map(|()| rc::OK),
     })
 }
 
 unsafe extern "C" fn x_sync(file: *mut sqlite3_file, _flags: c_int) -> c_int {
     with_file(file, "xSync", |k| match k {
-        Kind::Db(..) => Ok(rc::OK), // Nothing is ever written to it.
+        Kind::Db { .. } => Ok(rc::OK), // Nothing is ever written to it.
         // Commits reach the buffer's disk at the commit point (the unlock), fsynced there
         // with SLUICE_BUFFER_FSYNC=commit; nothing is durable earlier.
-        Kind::Write(..) => Ok(rc::OK),
+        Kind::Write { .. } => Ok(rc::OK),
         Kind::Local(f) => f.sync().map(|()| rc::OK),
     })
 }
@@ -261,8 +285,8 @@ unsafe extern "C" fn x_sync(file: *mut sqlite3_file, _flags: c_int) -> c_int {
 unsafe extern "C" fn x_file_size(file: *mut sqlite3_file, out: *mut sqlite3_int64) -> c_int {
     with_file(file, "xFileSize", |k| {
         let size = match k {
-            Kind::Db(db, _) => db.file_size(),
-            Kind::Write(w, _) => w.file_size(),
+            Kind::Db { file: db, .. } => db.file_size(),
+            Kind::Write { file: w, .. } => w.file_size(),
             Kind::Local(f) => f.size()?,
         };
         // SAFETY: SQLite passes a writable i64. Sizes are below 2^63 (u32 pages × 64 KiB).
@@ -273,16 +297,16 @@ unsafe extern "C" fn x_file_size(file: *mut sqlite3_file, out: *mut sqlite3_int6
 
 unsafe extern "C" fn x_lock(file: *mut sqlite3_file, level: c_int) -> c_int {
     with_file(file, "xLock", |k| match k {
-        Kind::Db(db, _) => db.lock(level).map(|()| rc::OK),
-        Kind::Write(w, _) => w.lock(level).map(|()| rc::OK),
+        Kind::Db { file: db, .. } => db.lock(level).map(|()| rc::OK),
+        Kind::Write { file: w, .. } => w.lock(level).map(|()| rc::OK),
         Kind::Local(_) => Ok(rc::OK), // Private to this connection.
     })
 }
 
 unsafe extern "C" fn x_unlock(file: *mut sqlite3_file, level: c_int) -> c_int {
     with_file(file, "xUnlock", |k| match k {
-        Kind::Db(db, _) => db.unlock(level).map(|()| rc::OK),
-        Kind::Write(w, _) => w.unlock(level).map(|()| rc::OK),
+        Kind::Db { file: db, .. } => db.unlock(level).map(|()| rc::OK),
+        Kind::Write { file: w, .. } => w.unlock(level).map(|()| rc::OK),
         Kind::Local(_) => Ok(rc::OK),
     })
 }
@@ -290,7 +314,7 @@ unsafe extern "C" fn x_unlock(file: *mut sqlite3_file, level: c_int) -> c_int {
 unsafe extern "C" fn x_check_reserved_lock(file: *mut sqlite3_file, out: *mut c_int) -> c_int {
     with_file(file, "xCheckReservedLock", |k| {
         // Only write-mode connections of this process can hold RESERVED.
-        let reserved = matches!(k, Kind::Write(w, _) if w.reserved());
+        let reserved = matches!(k, Kind::Write { file: w, .. } if w.reserved());
         // SAFETY: SQLite passes a writable int.
         unsafe { *out = c_int::from(reserved) };
         Ok(rc::OK)
@@ -334,8 +358,8 @@ unsafe fn pragma_control(file: &mut Kind, az: *mut *mut c_char) -> c_int {
 /// Runs a PRAGMA or SQL function's command on the main database file.
 pub fn execute(file: &mut Kind, cmd: &pragma::Command) -> Result<pragma::Answer> {
     match file {
-        Kind::Db(db, _) => pragma::execute(db, cmd),
-        Kind::Write(w, _) => pragma::execute_write(w, cmd),
+        Kind::Db { file: db, .. } => pragma::execute(db, cmd),
+        Kind::Write { file: w, .. } => pragma::execute_write(w, cmd),
         Kind::Local(_) => Err(Error::Host("not a main database".into())),
     }
 }
