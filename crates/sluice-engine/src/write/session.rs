@@ -92,7 +92,13 @@ impl WriteSession {
         let view = replica.refresh()?;
         let local_max = meta.list_l0()?.last().map_or(TxId(0), |(_, max)| *max);
         let buffer = WriteBuffer::recover(&opts.buffer_path, opts.fsync)?.and_then(|b| {
-            if b.base() == view.txid {
+            // The replica may be past the buffer's base by files this buffer made: a crash
+            // after a sync staged its L0 file but before the buffer recorded it. The newest
+            // file is then ours (staged here; TXIDs are create-only, so nobody wrote after
+            // it), every file since the base came from this buffer, and replaying all its
+            // committed transactions on top gives the same state (whole pages, the last
+            // commit's size): they are kept.
+            if b.base() == view.txid || (view.txid > b.base() && local_max == view.txid) {
                 if b.pending().0 > 0 {
                     tracing::info!(buffer = %b.path().display(), txns = b.pending().0, "replaying transactions the buffer kept");
                 }
