@@ -272,7 +272,14 @@ impl WriteSession {
         let view = tokio::task::spawn_blocking(move || r.refresh()).await.map_err(|e| Error::Task(e.to_string()))??;
         let mut st = self.state();
         if let Some(b) = st.buffer.as_mut() {
-            b.release(view.txid);
+            // The pages leave the buffer for the view: keep them in the page cache, so the
+            // writer reads its own pages back without a request (SQLite reads page 1 at every
+            // transaction), also while storage is unreachable.
+            let mut page = vec![0u8; b.page_size() as usize];
+            for (pgno, at) in b.release(view.txid) {
+                b.read_at(at, &mut page)?;
+                self.replica.seed_page(&view, pgno, &page)?;
+            }
             b.reset_if_idle()?;
         }
         Ok(uploaded)
