@@ -186,3 +186,43 @@ fn assert_same(got: &[u8], want: &[u8], what: &str) {
         panic!("{what}: page {} differs", i + 1);
     }
 }
+
+/// A crash after a sync staged its L0 file but before the buffer recorded the sync: the
+/// replica is then past the buffer's base by a file this buffer made, and the transactions
+/// committed after that sync began must still come back.
+#[test]
+fn a_crash_between_staging_a_sync_and_recording_it_keeps_later_commits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let replica_dir = tmp.path().join("replica");
+    let buffer = tmp.path().join("buf");
+    let r = open_replica(&replica_dir);
+    let s = WriteSession::open(r.clone(), write_opts(&buffer, Fsync::Commit)).unwrap();
+    for p in 1..=3 {
+        s.write_page(p, &page(p, 1)).unwrap();
+    }
+    s.commit(3).unwrap();
+    s.sync_now().unwrap();
+    s.write_page(2, &page(2, 2)).unwrap();
+    s.commit(3).unwrap();
+    // The buffer as it was before the next sync recorded itself in it.
+    let before_sync = std::fs::read(&buffer).unwrap();
+    s.sync_now().unwrap();
+    std::mem::forget(s);
+    drop(r);
+    // The process dies after the second sync staged (and uploaded) its file, before the
+    // buffer kept the sync record, with one more commit after it: the buffer as it was before
+    // that sync, plus the later commit.
+    std::fs::write(&buffer, &before_sync).unwrap();
+    {
+        let mut b = sluice_engine::write::buffer::WriteBuffer::recover(&buffer, Fsync::Commit).unwrap().unwrap();
+        b.write_page(4, &page(4, 3)).unwrap();
+        b.commit(4).unwrap();
+    }
+
+    let r2 = open_replica(&replica_dir);
+    let s2 = WriteSession::open(r2, write_opts(&buffer, Fsync::Commit)).unwrap();
+    let want: Vec<u8> = [page(1, 1), page(2, 2), page(3, 1), page(4, 3)].concat();
+    assert_eq!(read_all(&s2), want, "nothing committed was lost");
+    s2.close().unwrap();
+    assert_eq!(restored(&replica_dir, &tmp.path().join("out.db")), want);
+}

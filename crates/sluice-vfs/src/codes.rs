@@ -7,9 +7,11 @@
 pub mod rc {
     pub const OK: i32 = 0;
     pub const ERROR: i32 = 1;
+    pub const BUSY: i32 = 5;
     pub const READONLY: i32 = 8;
     pub const IOERR: i32 = 10;
     pub const NOTFOUND: i32 = 12;
+    pub const FULL: i32 = 13;
     pub const CANTOPEN: i32 = 14;
     pub const MISUSE: i32 = 21;
     /// `SQLITE_IOERR_READ`.
@@ -42,9 +44,7 @@ pub mod open {
     pub const MAIN_DB: i32 = 0x0000_0100;
 }
 
-/// Lock levels of `xLock`/`xUnlock` (the complete set; the higher ones only appear in tests,
-/// since a read-only pager never asks for them).
-#[allow(dead_code)]
+/// Lock levels of `xLock`/`xUnlock`.
 pub mod lock {
     pub const NONE: i32 = 0;
     pub const SHARED: i32 = 1;

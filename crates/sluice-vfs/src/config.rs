@@ -9,6 +9,7 @@ use crate::engine::ReadOptions;
 use sluice_config::{parse_duration, parse_size};
 
 use crate::error::{Error, Result};
+use crate::write_config::WriteConfig;
 
 /// Process-wide settings of the extension.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -22,6 +23,8 @@ pub struct Config {
     pub log_level: Option<String>,
     /// Append logs to this file instead of stderr.
     pub log_file: Option<PathBuf>,
+    /// Write mode (off unless enabled).
+    pub write: WriteConfig,
 }
 
 /// What one database uses: its replica and read options.
@@ -31,6 +34,8 @@ pub struct DbSettings {
     pub url: String,
     /// Cache, poll and deadline.
     pub read: ReadOptions,
+    /// Write mode.
+    pub write: WriteConfig,
 }
 
 /// Environment variables, each with the Litestream name it also accepts (so a deployment
@@ -73,6 +78,7 @@ impl Config {
             read,
             log_level: first(&ENV_LOG_LEVEL).map(|(_, v)| v.trim().to_string()),
             log_file: first(&ENV_LOG_FILE).map(|(_, v)| PathBuf::from(v)),
+            write: WriteConfig::from_env(&get)?,
         })
     }
 
@@ -88,7 +94,8 @@ impl Config {
         apply_read_setting(&mut read, given(URI_CACHE), Field::Cache)?;
         apply_read_setting(&mut read, given(URI_POLL), Field::Poll)?;
         apply_read_setting(&mut read, given(URI_TIMEOUT), Field::Timeout)?;
-        Ok(DbSettings { url, read })
+        let write = self.write.with_uri(&param)?;
+        Ok(DbSettings { url, read, write })
     }
 }
 

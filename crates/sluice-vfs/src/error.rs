@@ -91,6 +91,49 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// Another connection of this process holds a conflicting lock (SQLite retries through
+    /// its busy handler).
+    #[error("{db} on replica {replica}: locked by another connection of this process")]
+    Busy {
+        /// The database.
+        db: String,
+        /// Redacted replica URL.
+        replica: String,
+    },
+    /// Write mode could not take the replica: another writer holds it.
+    #[error("{db}: write mode refused: {source}")]
+    WriterConflict {
+        /// The database.
+        db: String,
+        /// The engine's conflict, naming the holder.
+        #[source]
+        source: Box<sluice_engine::Error>,
+    },
+    /// A write-mode operation failed (the buffer is full, a disk error, a sync).
+    #[error("{op} on {db} (replica {replica}): {source}")]
+    Write {
+        /// The database.
+        db: String,
+        /// Redacted replica URL.
+        replica: String,
+        /// What was being done.
+        op: &'static str,
+        /// Why.
+        #[source]
+        source: Box<sluice_engine::Error>,
+    },
+    /// A database name this process uses for another replica or mode (journals are named
+    /// after the database).
+    #[error(
+        "cannot open {db}: the name is {reason}; give each replica written through the VFS its own \
+         database name (file:<name>?vfs=sluice&…)"
+    )]
+    NameInUse {
+        /// The database name.
+        db: String,
+        /// Who has it.
+        reason: String,
+    },
     /// The host's SQLite lacks something the extension needs.
     #[error("host SQLite: {0}")]
     Host(String),
@@ -117,10 +160,18 @@ impl Error {
         match self {
             // Settings are read when a database opens (or the extension loads, where the
             // message matters more than the code).
-            Error::NoReplicaUrl { .. } | Error::Open { .. } | Error::Config { .. } => rc::CANTOPEN,
+            Error::NoReplicaUrl { .. } | Error::Open { .. } | Error::Config { .. } | Error::NameInUse { .. } => {
+                rc::CANTOPEN
+            }
             Error::TimeTravel { .. } => rc::ERROR,
             Error::Read { .. } => rc::IOERR_READ,
             Error::ReadOnly { .. } => rc::READONLY,
+            Error::Busy { .. } => rc::BUSY,
+            Error::WriterConflict { .. } => rc::READONLY,
+            Error::Write { source, .. } => match **source {
+                sluice_engine::Error::BufferFull { .. } => rc::FULL,
+                _ => rc::IOERR_WRITE,
+            },
             Error::LockTransition { .. } => rc::IOERR_LOCK,
             Error::Io { op, .. } => match *op {
                 "read" => rc::IOERR_READ,

@@ -29,13 +29,18 @@
 
 pub mod config;
 pub mod error;
+pub mod write_config;
 
 mod backend;
 mod codes;
 mod db_file;
 mod engine;
 mod local;
+mod locks;
+mod names;
 mod pragma;
+mod write_file;
+mod writers;
 
 mod ffi;
 mod logging;
@@ -46,6 +51,7 @@ pub use config::{Config, DbSettings};
 pub use error::{Error, Result};
 pub use ffi::{MIN_SQLITE_VERSION, VFS_NAME, sqlite3_sluicevfs_init};
 pub use sluice_engine::read::ReadOptions;
+pub use write_config::{FsyncMode, WriteConfig};
 
 /// Sets the process-wide settings (instead of the environment) and returns the extension's
 /// entry point, to register with the SQLite your program links as an auto-extension. The first

@@ -13,6 +13,9 @@ use crate::backend::Backend;
 use crate::db_file::DbFile;
 use crate::engine::parse_time;
 use crate::error::{Error, Result};
+use crate::write_file::{WriteBackend, WriteFile};
+use crate::writers::WriterRef;
+use std::time::Duration;
 
 /// A request to the extension.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +28,17 @@ pub enum Command {
     Txid,
     /// Report the poll lag.
     Lag,
+    /// Write mode: sync now, report the replica's TXID.
+    Sync,
+    /// Write mode: unsynced transactions and bytes.
+    Pending,
+    /// Write mode: wait up to this many milliseconds until all commits are in the replica.
+    WaitDurable(u64),
+    /// Whether this connection writes.
+    WriteEnabled,
+    /// `PRAGMA locking_mode = EXCLUSIVE`, which write mode refuses (its commits happen at
+    /// the unlock, which that mode never does).
+    LockingModeExclusive,
 }
 
 /// What a command returns.
@@ -36,13 +50,15 @@ pub enum Answer {
     Text(String),
     /// An integer (the PRAGMA returns it as text).
     Int(i64),
+    /// Not the extension's after all: SQLite handles the PRAGMA.
+    Pass,
 }
 
 impl Answer {
     /// The PRAGMA result text, if any.
     pub fn pragma_text(&self) -> Option<String> {
         match self {
-            Answer::None => None,
+            Answer::None | Answer::Pass => None,
             Answer::Text(s) => Some(s.clone()),
             Answer::Int(i) => Some(i.to_string()),
         }
@@ -57,6 +73,9 @@ pub fn parse_pragma(name: &str, value: Option<&str>) -> Option<Command> {
         ("sluice_time", None) => Some(Command::Time),
         ("sluice_txid", _) => Some(Command::Txid),
         ("sluice_lag", _) => Some(Command::Lag),
+        ("sluice_write_enabled", _) => Some(Command::WriteEnabled),
+        ("sluice_pending", _) => Some(Command::Pending),
+        ("locking_mode", Some(v)) if v.trim().eq_ignore_ascii_case("exclusive") => Some(Command::LockingModeExclusive),
         _ => None,
     }
 }
@@ -77,6 +96,51 @@ pub fn execute<B: Backend>(file: &mut DbFile<B>, cmd: &Command) -> Result<Answer
         Command::Txid => Answer::Text(format!("{:016x}", file.status().view.txid)),
         Command::Lag => {
             Answer::Int(file.backend().lag().map_or(-1, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
+        }
+        Command::WriteEnabled => Answer::Int(0),
+        // Read mode never writes: exclusive locking changes nothing.
+        Command::LockingModeExclusive => return Ok(Answer::Pass),
+        Command::Sync | Command::Pending | Command::WaitDurable(_) => {
+            return Err(Error::ReadOnly { db: file.name().to_string(), what: "sync (write mode is off)" });
+        }
+    })
+}
+
+/// Runs `cmd` on a write-mode file.
+pub fn execute_write(file: &mut WriteFile<WriterRef>, cmd: &Command) -> Result<Answer> {
+    let w = file.backend();
+    let write_error = |op, source| Error::Write {
+        db: file.name().to_string(),
+        replica: w.description().to_string(),
+        op,
+        source: Box::new(source),
+    };
+    Ok(match cmd {
+        Command::SetTime(_) => {
+            return Err(Error::ReadOnly {
+                db: file.name().to_string(),
+                what: "time travel (write mode reads the latest state)",
+            });
+        }
+        Command::Time => Answer::Text(format_time(w.replica().latest().timestamp_ms)),
+        Command::Txid => Answer::Text(format!("{:016x}", w.replica().latest().txid.0)),
+        // The writer refreshes its view itself: never behind.
+        Command::Lag => Answer::Int(0),
+        Command::WriteEnabled => Answer::Int(1),
+        Command::Sync => {
+            Answer::Text(format!("{:016x}", w.session().sync_now().map_err(|e| write_error("sync", e))?.0))
+        }
+        Command::Pending => {
+            let (txns, bytes) = w.session().pending();
+            Answer::Text(format!("{txns} {bytes}"))
+        }
+        Command::WaitDurable(ms) => Answer::Int(i64::from(w.session().wait_durable(Duration::from_millis(*ms)))),
+        Command::LockingModeExclusive => {
+            return Err(Error::Host(format!(
+                "{}: PRAGMA locking_mode=EXCLUSIVE is not supported in write mode (transactions commit when \
+                 SQLite unlocks the database, which that mode never does)",
+                file.name()
+            )));
         }
     })
 }

@@ -73,7 +73,7 @@ pub(crate) struct Fetcher {
     readahead: Mutex<ReadAhead>,
 }
 
-fn key(view: &View, pgno: u32, loc: &Loc) -> PageKey {
+pub(crate) fn key(view: &View, pgno: u32, loc: &Loc) -> PageKey {
     let f = &view.file(loc).info;
     (f.level, f.min_txid, f.max_txid, pgno)
 }

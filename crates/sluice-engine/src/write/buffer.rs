@@ -350,8 +350,12 @@ impl WriteBuffer {
     }
 
     /// The readers' view reached `txid`: synced pages up to it are served from there now.
-    pub fn release(&mut self, txid: TxId) {
+    /// Returns them (page, offset of its record), to keep in the page cache.
+    pub fn release(&mut self, txid: TxId) -> Vec<(u32, u64)> {
+        let gone: Vec<(u32, u64)> =
+            self.synced.iter().filter(|(_, (_, t))| *t <= txid).map(|(p, (at, _))| (*p, *at)).collect();
         self.synced.retain(|_, (_, t)| *t > txid);
+        gone
     }
 
     /// Starts the log afresh (nothing open, unsynced or unreleased), so it does not grow for

@@ -92,7 +92,13 @@ impl WriteSession {
         let view = replica.refresh()?;
         let local_max = meta.list_l0()?.last().map_or(TxId(0), |(_, max)| *max);
         let buffer = WriteBuffer::recover(&opts.buffer_path, opts.fsync)?.and_then(|b| {
-            if b.base() == view.txid {
+            // The replica may be past the buffer's base by files this buffer made: a crash
+            // after a sync staged its L0 file but before the buffer recorded it. The newest
+            // file is then ours (staged here; TXIDs are create-only, so nobody wrote after
+            // it), every file since the base came from this buffer, and replaying all its
+            // committed transactions on top gives the same state (whole pages, the last
+            // commit's size): they are kept.
+            if b.base() == view.txid || (view.txid > b.base() && local_max == view.txid) {
                 if b.pending().0 > 0 {
                     tracing::info!(buffer = %b.path().display(), txns = b.pending().0, "replaying transactions the buffer kept");
                 }
@@ -266,7 +272,14 @@ impl WriteSession {
         let view = tokio::task::spawn_blocking(move || r.refresh()).await.map_err(|e| Error::Task(e.to_string()))??;
         let mut st = self.state();
         if let Some(b) = st.buffer.as_mut() {
-            b.release(view.txid);
+            // The pages leave the buffer for the view: keep them in the page cache, so the
+            // writer reads its own pages back without a request (SQLite reads page 1 at every
+            // transaction), also while storage is unreachable.
+            let mut page = vec![0u8; b.page_size() as usize];
+            for (pgno, at) in b.release(view.txid) {
+                b.read_at(at, &mut page)?;
+                self.replica.seed_page(&view, pgno, &page)?;
+            }
             b.reset_if_idle()?;
         }
         Ok(uploaded)

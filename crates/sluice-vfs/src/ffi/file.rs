@@ -17,7 +17,10 @@ use crate::db_file::{DbFile, ReadOutcome};
 use crate::engine::Replica;
 use crate::error::{Error, Result};
 use crate::local::{DirLease, LocalFile};
+use crate::names::NameClaim;
 use crate::pragma;
+use crate::write_file::WriteFile;
+use crate::writers::WriterRef;
 
 /// What SQLite allocates for each file.
 pub const SIZE: c_int = std::mem::size_of::<FileWrapper>() as c_int;
@@ -38,9 +41,30 @@ pub struct FileState {
 }
 
 pub enum Kind {
-    /// The main database; the lease keeps the private directory while the connection lives.
-    Db(Box<DbFile<Arc<Replica>>>, DirLease),
+    /// The main database (read mode).
+    Db {
+        file: Box<DbFile<Arc<Replica>>>,
+        _held: Held,
+    },
+    /// The main database in write mode.
+    Write {
+        file: Box<WriteFile<WriterRef>>,
+        _held: Held,
+    },
     Local(LocalFile),
+}
+
+/// What a main database keeps while open: the private directory (its journals) and its name.
+#[derive(Debug)]
+pub struct Held {
+    _dir: DirLease,
+    _name: NameClaim,
+}
+
+impl Held {
+    fn new(name: NameClaim) -> Held {
+        Held { _dir: DirLease::acquire(), _name: name }
+    }
 }
 
 /// One table for both kinds; version 1: no shared memory (so no WAL) and no mmap.
@@ -81,9 +105,11 @@ pub unsafe extern "C" fn x_open(
         let label = (!name.is_null()).then(|| unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned());
         let opened = if flags & open::MAIN_DB != 0 {
             // SAFETY: `name` is the main database's name as SQLite passed it.
-            unsafe { open_main(name, label.unwrap_or_default()) }
+            unsafe { open_main(name, label.unwrap_or_default()) }.map(|k| match k {
+                Kind::Write { .. } => (k, flags),
                 // The replica is read-only: SQLite's pager then refuses writes itself.
-                .map(|k| (k, (flags & !(open::READWRITE | open::CREATE)) | open::READONLY))
+                k => (k, (flags & !(open::READWRITE | open::CREATE)) | open::READONLY),
+            })
         } else {
             LocalFile::open(label.as_deref(), flags).map(|f| (Kind::Local(f), flags))
         };
@@ -111,13 +137,35 @@ unsafe fn open_main(name: *const c_char, label: String) -> Result<Kind> {
     let config = crate::config::process_config()?;
     // SAFETY: forwarded contract.
     let settings = config.for_database(&label, |k| unsafe { host::uri_parameter(name, k) })?;
-    let replica = Replica::open_shared(&settings.url, settings.read).map_err(|source| Error::Open {
+    let open_error = |source| Error::Open {
         db: label.clone(),
         replica: sluice_storage::redact_url(&settings.url),
         source: Box::new(source),
-    })?;
+    };
+    if settings.write.enabled {
+        // An empty replica is a new database in write mode.
+        let claim = NameClaim::claim(&label, &settings.url, true)?;
+        let replica = Replica::open_shared_with(&settings.url, settings.read, true).map_err(open_error)?;
+        match WriterRef::acquire(&label, &settings, replica.clone()) {
+            Ok((w, owner)) => {
+                tracing::info!("opened {label} for writing on replica {}", replica.description());
+                return Ok(Kind::Write { file: Box::new(WriteFile::new(w, owner, label)), _held: Held::new(claim) });
+            }
+            // Another writer has the replica: this connection reads it, and its writes fail
+            // with SQLITE_READONLY; the log names the holder.
+            Err(e @ Error::WriterConflict { .. }) => {
+                tracing::warn!(target: "sluice_vfs", "{e}; {label} is opened read-only");
+                drop(claim);
+                let claim = NameClaim::claim(&label, &settings.url, false)?;
+                return Ok(Kind::Db { file: Box::new(DbFile::new(replica, label)), _held: Held::new(claim) });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let claim = NameClaim::claim(&label, &settings.url, false)?;
+    let replica = Replica::open_shared(&settings.url, settings.read).map_err(open_error)?;
     tracing::info!("opened {label} on replica {}", replica.description());
-    Ok(Kind::Db(Box::new(DbFile::new(replica, label)), DirLease::acquire()))
+    Ok(Kind::Db { file: Box::new(DbFile::new(replica, label)), _held: Held::new(claim) })
 }
 
 /// Our state of `file`, if it is one of ours.
@@ -194,7 +242,8 @@ unsafe extern "C" fn x_read(file: *mut sqlite3_file, buf: *mut c_void, amt: c_in
     with_file(file, "xRead", |k| {
         let o = offset(ofs)?;
         Ok(outcome(match k {
-            Kind::Db(db, _) => db.read(o, buf)?,
+            Kind::Db { file: db, .. } => db.read(o, buf)?,
+            Kind::Write { file: w, .. } => w.read(o, buf)?,
             Kind::Local(f) => f.read(o, buf)?,
         }))
     })
@@ -209,21 +258,26 @@ unsafe extern "C" fn x_write(file: *mut sqlite3_file, buf: *const c_void, amt: c
         unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) }
     };
     with_file(file, "xWrite", |k| match k {
-        Kind::Db(db, _) => Err(Error::ReadOnly { db: db.name().to_string(), what: "write" }),
+        Kind::Db { file: db, .. } => Err(Error::ReadOnly { db: db.name().to_string(), what: "write" }),
+        Kind::Write { file: w, .. } => w.write(offset(ofs)?, buf).map(|()| rc::OK),
         Kind::Local(f) => f.write(offset(ofs)?, buf).map(|()| rc::OK),
     })
 }
 
 unsafe extern "C" fn x_truncate(file: *mut sqlite3_file, size: sqlite3_int64) -> c_int {
     with_file(file, "xTruncate", |k| match k {
-        Kind::Db(db, _) => Err(Error::ReadOnly { db: db.name().to_string(), what: "truncate" }),
+        Kind::Db { file: db, .. } => Err(Error::ReadOnly { db: db.name().to_string(), what: "truncate" }),
+        Kind::Write { file: w, .. } => w.truncate(offset(size)?).map(|()| rc::OK),
         Kind::Local(f) => f.truncate(offset(size)?).map(|()| rc::OK),
     })
 }
 
 unsafe extern "C" fn x_sync(file: *mut sqlite3_file, _flags: c_int) -> c_int {
     with_file(file, "xSync", |k| match k {
-        Kind::Db(..) => Ok(rc::OK), // Nothing is ever written to it.
+        Kind::Db { .. } => Ok(rc::OK), // Nothing is ever written to it.
+        // Commits reach the buffer's disk at the commit point (the unlock), fsynced there
+        // with SLUICE_BUFFER_FSYNC=commit; nothing is durable earlier.
+        Kind::Write { .. } => Ok(rc::OK),
         Kind::Local(f) => f.sync().map(|()| rc::OK),
     })
 }
@@ -231,7 +285,8 @@ unsafe extern "C" fn x_sync(file: *mut sqlite3_file, _flags: c_int) -> c_int {
 unsafe extern "C" fn x_file_size(file: *mut sqlite3_file, out: *mut sqlite3_int64) -> c_int {
     with_file(file, "xFileSize", |k| {
         let size = match k {
-            Kind::Db(db, _) => db.file_size(),
+            Kind::Db { file: db, .. } => db.file_size(),
+            Kind::Write { file: w, .. } => w.file_size(),
             Kind::Local(f) => f.size()?,
         };
         // SAFETY: SQLite passes a writable i64. Sizes are below 2^63 (u32 pages × 64 KiB).
@@ -242,30 +297,34 @@ unsafe extern "C" fn x_file_size(file: *mut sqlite3_file, out: *mut sqlite3_int6
 
 unsafe extern "C" fn x_lock(file: *mut sqlite3_file, level: c_int) -> c_int {
     with_file(file, "xLock", |k| match k {
-        Kind::Db(db, _) => db.lock(level).map(|()| rc::OK),
+        Kind::Db { file: db, .. } => db.lock(level).map(|()| rc::OK),
+        Kind::Write { file: w, .. } => w.lock(level).map(|()| rc::OK),
         Kind::Local(_) => Ok(rc::OK), // Private to this connection.
     })
 }
 
 unsafe extern "C" fn x_unlock(file: *mut sqlite3_file, level: c_int) -> c_int {
     with_file(file, "xUnlock", |k| match k {
-        Kind::Db(db, _) => db.unlock(level).map(|()| rc::OK),
+        Kind::Db { file: db, .. } => db.unlock(level).map(|()| rc::OK),
+        Kind::Write { file: w, .. } => w.unlock(level).map(|()| rc::OK),
         Kind::Local(_) => Ok(rc::OK),
     })
 }
 
 unsafe extern "C" fn x_check_reserved_lock(file: *mut sqlite3_file, out: *mut c_int) -> c_int {
-    with_file(file, "xCheckReservedLock", |_| {
-        // SAFETY: SQLite passes a writable int. Nobody writes through this VFS.
-        unsafe { *out = 0 };
+    with_file(file, "xCheckReservedLock", |k| {
+        // Only write-mode connections of this process can hold RESERVED.
+        let reserved = matches!(k, Kind::Write { file: w, .. } if w.reserved());
+        // SAFETY: SQLite passes a writable int.
+        unsafe { *out = c_int::from(reserved) };
         Ok(rc::OK)
     })
 }
 
 unsafe extern "C" fn x_file_control(file: *mut sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
-    with_file(file, "xFileControl", |k| match (k, op) {
+    with_file(file, "xFileControl", |k| match op {
         // SAFETY: for SQLITE_FCNTL_PRAGMA, `arg` is SQLite's `char *azArg[3]`.
-        (Kind::Db(db, _), fcntl::PRAGMA) => Ok(unsafe { pragma_control(db, arg.cast()) }),
+        fcntl::PRAGMA if !matches!(k, Kind::Local(_)) => Ok(unsafe { pragma_control(k, arg.cast()) }),
         _ => Ok(rc::NOTFOUND),
     })
 }
@@ -275,7 +334,7 @@ unsafe extern "C" fn x_file_control(file: *mut sqlite3_file, op: c_int, arg: *mu
 ///
 /// # Safety
 /// `az` is the three-slot array SQLite passes with `SQLITE_FCNTL_PRAGMA`.
-unsafe fn pragma_control(db: &mut DbFile<Arc<Replica>>, az: *mut *mut c_char) -> c_int {
+unsafe fn pragma_control(file: &mut Kind, az: *mut *mut c_char) -> c_int {
     // SAFETY: slots 1 and 2 hold null or NUL-terminated strings owned by SQLite.
     let (name, value) = unsafe {
         let text = |p: *mut c_char| (!p.is_null()).then(|| CStr::from_ptr(p).to_string_lossy().into_owned());
@@ -284,7 +343,8 @@ unsafe fn pragma_control(db: &mut DbFile<Arc<Replica>>, az: *mut *mut c_char) ->
     let Some(cmd) = name.as_deref().and_then(|n| pragma::parse_pragma(n, value.as_deref())) else {
         return rc::NOTFOUND;
     };
-    let (code, text) = match pragma::execute(db, &cmd) {
+    let (code, text) = match execute(file, &cmd) {
+        Ok(pragma::Answer::Pass) => return rc::NOTFOUND,
         Ok(answer) => (rc::OK, answer.pragma_text()),
         Err(e) => (report("PRAGMA", &e), Some(e.to_string())),
     };
@@ -293,6 +353,15 @@ unsafe fn pragma_control(db: &mut DbFile<Arc<Replica>>, az: *mut *mut c_char) ->
         unsafe { *az = host::sqlite_string(&t) };
     }
     code
+}
+
+/// Runs a PRAGMA or SQL function's command on the main database file.
+pub fn execute(file: &mut Kind, cmd: &pragma::Command) -> Result<pragma::Answer> {
+    match file {
+        Kind::Db { file: db, .. } => pragma::execute(db, cmd),
+        Kind::Write { file: w, .. } => pragma::execute_write(w, cmd),
+        Kind::Local(_) => Err(Error::Host("not a main database".into())),
+    }
 }
 
 unsafe extern "C" fn x_sector_size(_file: *mut sqlite3_file) -> c_int {

@@ -12,17 +12,21 @@ use super::guard::{guard, report};
 use super::{host, missing};
 use crate::codes::{func, rc, value};
 use crate::error::{Error, Result};
-use crate::pragma::{self, Answer, Command};
+use crate::pragma::{Answer, Command};
 
 type SqlFn = unsafe extern "C" fn(*mut sqlite3_context, c_int, *mut *mut sqlite3_value);
 
 /// (name, number of arguments, extra flags, implementation)
-const FUNCTIONS: [(&CStr, c_int, c_int, SqlFn); 4] = [
+const FUNCTIONS: [(&CStr, c_int, c_int, SqlFn); 7] = [
     // Changes what the connection reads: not callable from triggers or views.
     (c"sluice_set_time", 1, func::DIRECTONLY, sql_set_time),
     (c"sluice_time", 0, 0, sql_time),
     (c"sluice_txid", 0, 0, sql_txid),
     (c"sluice_lag", 0, 0, sql_lag),
+    // Side effects (uploads, waiting): not from triggers or views either.
+    (c"sluice_sync", 0, func::DIRECTONLY, sql_sync),
+    (c"sluice_pending", 0, 0, sql_pending),
+    (c"sluice_wait_durable", 1, func::DIRECTONLY, sql_wait_durable),
 ];
 
 /// Registers [`connection_init`] to run for every connection opened from now on.
@@ -111,6 +115,28 @@ unsafe extern "C" fn sql_lag(ctx: *mut sqlite3_context, _argc: c_int, _argv: *mu
     unsafe { run(ctx, "sluice_lag", Command::Lag) }
 }
 
+unsafe extern "C" fn sql_sync(ctx: *mut sqlite3_context, _argc: c_int, _argv: *mut *mut sqlite3_value) {
+    // SAFETY: SQLite's function context.
+    unsafe { run(ctx, "sluice_sync", Command::Sync) }
+}
+
+unsafe extern "C" fn sql_pending(ctx: *mut sqlite3_context, _argc: c_int, _argv: *mut *mut sqlite3_value) {
+    // SAFETY: SQLite's function context.
+    unsafe { run(ctx, "sluice_pending", Command::Pending) }
+}
+
+unsafe extern "C" fn sql_wait_durable(ctx: *mut sqlite3_context, argc: c_int, argv: *mut *mut sqlite3_value) {
+    // SAFETY: SQLite passes `argc` (= 1) values.
+    let ms = (argc == 1).then(|| unsafe { value_text(*argv) }).flatten().and_then(|t| t.trim().parse::<u64>().ok());
+    // SAFETY: SQLite's function context.
+    unsafe {
+        match ms {
+            Some(ms) => run(ctx, "sluice_wait_durable", Command::WaitDurable(ms)),
+            None => result_error(ctx, "sluice_wait_durable needs a timeout in milliseconds (0 or more)"),
+        }
+    }
+}
+
 /// Runs `cmd` on the main file of the function's connection and sets the result.
 ///
 /// # Safety
@@ -123,12 +149,12 @@ unsafe fn run(ctx: *mut sqlite3_context, what: &'static str, cmd: Command) {
         // SAFETY: the connection's main file; SQLite holds the connection's mutex during the
         // call, so no VFS method runs on that file meanwhile.
         let file = unsafe { host::main_file(db) }.and_then(|f| unsafe { state(f) });
-        let Some(Kind::Db(dbf, _)) = file.map(|s| &mut s.kind) else {
+        let Some(kind) = file.map(|s| &mut s.kind).filter(|k| !matches!(k, Kind::Local(_))) else {
             // SAFETY: a live context.
             unsafe { result_error(ctx, &format!("{what}: the main database does not use the sluice VFS")) };
             return rc::OK;
         };
-        let answer = pragma::execute(dbf, &cmd);
+        let answer = super::file::execute(kind, &cmd);
         if let Err(e) = &answer {
             report(what, e);
         }
@@ -144,7 +170,7 @@ unsafe fn set_result(ctx: *mut sqlite3_context, answer: Result<Answer>) {
     // SAFETY: a live context, by the contract (every arm).
     unsafe {
         match answer {
-            Ok(Answer::None) => result_null(ctx),
+            Ok(Answer::None | Answer::Pass) => result_null(ctx),
             Ok(Answer::Int(i)) => result_int64(ctx, i),
             Ok(Answer::Text(t)) => result_text(ctx, &t),
             Err(e) => result_error(ctx, &e.to_string()),
