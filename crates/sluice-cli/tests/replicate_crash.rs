@@ -8,6 +8,12 @@
 //! most what the writer committed. A final clean run (`sluice sync`, SIGTERM → exit 0) must
 //! hold every committed transaction, and level 0 must have no TXID gaps.
 //!
+//! The loop runs in segments of [`SEGMENT_CYCLES`] cycles, each on a new database and replica
+//! whose SQLite settings (page size, auto_vacuum, synchronous, wal_autocheckpoint,
+//! journal_size_limit; `common/settings.rs`) are drawn from SEED + 9 × segment: page size and
+//! auto_vacuum follow the seed modulo 24, and steps of 9 move both, so the 8 segments of
+//! `bench/crash_soak.sh 200` cover all eight page sizes and all three auto_vacuum modes.
+//!
 //! Every randomized test prints `SEED=<n>`; rerun with `SEED=<n> scripts/test -p sluice-cli
 //! --test replicate_crash`. S3 cases use the moto server `scripts/test` starts.
 
@@ -21,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::settings::SqliteSettings;
 use common::{run, sluice, text};
 use sluice_testkit::process::{ChildGuard, wait_until};
 use sluice_testkit::{hash, s3};
@@ -48,10 +55,14 @@ impl Rng {
     }
 }
 
+/// The application's busy timeout (a safety net, not an expectation).
+const BUSY: Duration = Duration::from_secs(30);
+/// Kill -9 cycles per database (see the module comment).
+const SEGMENT_CYCLES: usize = 25;
+
 /// The bank database: `ACCOUNTS` accounts of `INITIAL_BALANCE`, empty history, WAL mode.
-fn create_bank(path: &Path) {
-    let c = rusqlite::Connection::open(path).unwrap();
-    c.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
+fn create_bank(path: &Path, settings: &SqliteSettings) {
+    let c = settings.create(path, BUSY);
     c.execute_batch(
         "CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL);
          CREATE TABLE history(seq INTEGER PRIMARY KEY, src INTEGER NOT NULL, dst INTEGER NOT NULL,
@@ -73,14 +84,13 @@ struct BankWriter {
 }
 
 impl BankWriter {
-    fn start(path: &Path, seed: u64) -> BankWriter {
+    fn start(path: &Path, settings: SqliteSettings, seed: u64) -> BankWriter {
         let stop = Arc::new(AtomicBool::new(false));
         let committed = Arc::new(AtomicU64::new(0));
         let (s, c, p) = (stop.clone(), committed.clone(), path.to_path_buf());
         let handle = std::thread::spawn(move || {
             let mut rng = Rng(seed);
-            let conn = rusqlite::Connection::open(&p).unwrap();
-            conn.busy_timeout(Duration::from_secs(30)).unwrap();
+            let conn = settings.open(&p, BUSY);
             let mut seq =
                 conn.query_row("SELECT coalesce(max(seq), 0) FROM history", [], |r| r.get::<_, i64>(0)).unwrap() as u64;
             c.store(seq, Ordering::SeqCst);
@@ -244,17 +254,30 @@ fn cycles(default: usize) -> usize {
     std::env::var("SLUICE_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(default).max(default)
 }
 
-fn crash_loop(url: &str, cycles: usize, check_every: usize) {
+/// `cycles` kill -9 cycles in segments of [`SEGMENT_CYCLES`], segment `i` on a new database
+/// with settings drawn from SEED + 9i, replicated to `replica(i)`.
+fn crash_loop(replica: &dyn Fn(u64) -> String, cycles: usize, check_every: usize) {
     let seed = sluice_testkit::seed();
+    let segments = cycles.div_ceil(SEGMENT_CYCLES) as u64;
+    for i in 0..segments {
+        let segment_seed = seed.wrapping_add(9 * i);
+        let settings = SqliteSettings::draw(segment_seed);
+        let n = (cycles - i as usize * SEGMENT_CYCLES).min(SEGMENT_CYCLES);
+        eprintln!("\n=== segment {}/{segments}: {n} cycles, {settings} (segment seed {segment_seed})", i + 1);
+        crash_segment(&replica(i), settings, segment_seed, n, check_every);
+    }
+}
+
+fn crash_segment(url: &str, settings: SqliteSettings, seed: u64, cycles: usize, check_every: usize) {
     let started = Instant::now();
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bank.db");
     let cfg = dir.path().join("sluice.yml");
     let log = dir.path().join("daemon.log");
-    create_bank(&db);
+    create_bank(&db, &settings);
     write_config(&cfg, &db, url);
-    let writer = BankWriter::start(&db, rng.next());
+    let writer = BankWriter::start(&db, settings, rng.next());
     let mut checks = Vec::new();
     for cycle in 1..=cycles {
         let mut d = start_daemon(&cfg, &log);
@@ -307,8 +330,8 @@ fn crash_loop(url: &str, cycles: usize, check_every: usize) {
         ));
     }
     eprintln!(
-        "crash loop: {cycles} cycles, N at checks {checks:?}, final N={} = committed, {} L0 files up to TXID {:x}, \
-         {:.1} s",
+        "crash loop ({settings}): {cycles} cycles, N at checks {checks:?}, final N={} = committed, {} L0 files up to \
+         TXID {:x}, {:.1} s",
         s.n,
         ranges.len(),
         ranges.last().unwrap().1,
@@ -320,14 +343,14 @@ fn crash_loop(url: &str, cycles: usize, check_every: usize) {
 #[test]
 fn crash_loop_file_replica() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("file://{}", dir.path().join("replica").display());
-    crash_loop(&url, cycles(50), 5);
+    let replica = |i: u64| format!("file://{}", dir.path().join(format!("replica-{i}")).display());
+    crash_loop(&replica, cycles(50), 5);
 }
 
 #[test]
 fn crash_loop_s3_replica() {
     let bucket = s3::new_bucket("crash");
-    crash_loop(&s3::s3_url(&bucket, "bank"), 10, 5);
+    crash_loop(&|i| s3::s3_url(&bucket, &format!("bank-{i}")), 10, 5);
 }
 
 /// A database with `t(id, v)` and `rows` rows tagged `tag`.

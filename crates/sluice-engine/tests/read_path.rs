@@ -157,6 +157,29 @@ fn a_full_scan_costs_a_few_requests_not_one_per_page() {
 }
 
 #[test]
+fn random_reads_fetch_the_block_around_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    snapshot_replica(tmp.path(), 3000, 4096);
+    let (client, faulty) = faulty_client(tmp.path(), 1, 6);
+    let r = Replica::open(client, opts()).unwrap();
+    let v = r.latest();
+    faulty.reset_counts();
+    let mut buf = vec![0u8; 4096];
+    let mut blocks = std::collections::BTreeSet::new();
+    for i in 0..300u32 {
+        // Far apart, never sequential: every read is a random one.
+        let pgno = (i * 7919) % 3000 + 1;
+        r.read_page(&v, pgno, &mut buf).unwrap();
+        assert!(buf.iter().enumerate().all(|(j, b)| *b == (pgno.wrapping_mul(31) ^ (j as u32 / 64)) as u8));
+        blocks.insert((pgno - 1) / 16);
+    }
+    let gets = faulty.counts().get_range;
+    eprintln!("300 random reads in {} blocks of 16 pages: {gets} ranged GETs", blocks.len());
+    assert!(gets <= blocks.len() as u64, "at most one request per block: {gets} for {} blocks", blocks.len());
+    assert!(gets < 300);
+}
+
+#[test]
 fn faults_give_errors_never_wrong_pages_and_reads_recover() {
     let seed = sluice_testkit::seed();
     let tmp = tempfile::tempdir().unwrap();

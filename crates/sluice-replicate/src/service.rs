@@ -109,7 +109,7 @@ pub(crate) async fn replicate_db(
     let writer = ReplicaWriter::new(client, meta, lease, index, metrics.clone(), outage, wopts);
 
     // First capture: a full image when there is no usable position.
-    let first = shipper.sync().await?;
+    let first = first_capture(&shipper).await?;
     let needs_snapshot = first.as_ref().is_some_and(|s| s.full) || !writer.has_snapshot();
     // A first full image at TXID 1 becomes the first snapshot as it is uploaded.
     let first_image = first.as_ref().filter(|s| s.full).map(|s| s.header.max_txid);
@@ -314,4 +314,23 @@ fn note_synced(writer: &ReplicaWriter, synced: Option<&crate::shipper::Synced>) 
     if let Some(s) = synced {
         writer.captured(&s.header);
     }
+}
+
+/// The first capture, retried a few times: while the WAL was fully checkpointed our read
+/// mark is 0, which does not stop the application from restarting or truncating the WAL
+/// under a full image being read; the image is then abandoned (see `read_page`) and read
+/// again rather than stopping replication.
+async fn first_capture(shipper: &ShipperHandle) -> Result<Option<crate::shipper::Synced>> {
+    let mut wait = Duration::from_millis(20);
+    for _ in 0..10 {
+        match shipper.sync().await {
+            Err(e @ (Error::Io { .. } | Error::Ltx { .. })) => {
+                tracing::info!(error = %e, retry_in = ?wait, "first capture raced the application's WAL; reading again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(1));
+            }
+            r => return r,
+        }
+    }
+    shipper.sync().await
 }

@@ -735,7 +735,12 @@ pub(crate) fn read_wal_frame(
     salts: (u32, u32),
     buf: &mut [u8],
 ) -> std::io::Result<Option<(u32, (u32, u32))>> {
-    w.read_exact_at(buf, off + FRAME_HEADER_SIZE)?;
+    match w.read_exact_at(buf, off + FRAME_HEADER_SIZE) {
+        // Truncated under us (a TRUNCATE checkpoint while our read mark was 0): the frame is
+        // gone, as if overwritten.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(Some((0, (0, 0)))),
+        r => r?,
+    }
     let mut fh = [0u8; FRAME_HEADER_SIZE as usize];
     w.read_exact_at(&mut fh, off)?;
     let be = |i: usize| u32::from_be_bytes([fh[i], fh[i + 1], fh[i + 2], fh[i + 3]]);

@@ -5,6 +5,20 @@
 //!
 //! Every test file that includes this module defines its own `RUN_TIMEOUT` at its root: the
 //! safety net [`run`] applies to one CLI run (not a timing assertion).
+//!
+//! Submodules (mostly for `replicate_configs.rs`): [`settings`] draws SQLite settings from a
+//! seed (also used by the crash test), [`app`] is the numbered-transaction application with its
+//! recorded history, [`replicators`] drives `sluice replicate` or the real `litestream
+//! replicate`, [`verify`] checks a replica's restores against the history.
+
+#[allow(dead_code)]
+pub mod app;
+#[allow(dead_code)]
+pub mod replicators;
+#[allow(dead_code)]
+pub mod settings;
+#[allow(dead_code)]
+pub mod verify;
 
 use std::fs::File;
 use std::io::{Read, Write};

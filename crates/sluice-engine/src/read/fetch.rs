@@ -15,26 +15,49 @@ use crate::error::{Error, Result};
 
 /// Most pages one read brings in.
 const MAX_WINDOW_PAGES: u32 = 512;
+/// A random read brings in the aligned block of pages around it that lie back to back in the
+/// same file (64 KiB of 4 KiB pages): neighbours of a B-tree page are often read next, and a
+/// request costs a round trip while a few more kilobytes cost little.
+const BLOCK_PAGES: u32 = 16;
 /// Most bytes one ranged GET asks for.
 const MAX_RUN_BYTES: u64 = 4 << 20;
 
-/// How far the next read looks ahead: one page for random reads, doubling while they are
-/// sequential.
+/// How far the next read looks ahead: one page (and its block) for random reads, doubling
+/// while reads go on where the sequential stream ended. A random read in between (a B-tree
+/// scan's interior pages) does not end the stream.
 #[derive(Debug, Default)]
 pub(crate) struct ReadAhead {
-    last: u32,
+    /// Last page the sequential stream brought in, and its window.
+    stream_end: u32,
     window: u32,
+    /// Last page any read brought in (a new stream starts where it continues).
+    last_end: u32,
+    /// Whether the read being made continues the stream.
+    sequential: bool,
 }
 
 impl ReadAhead {
     fn next(&mut self, pgno: u32) -> u32 {
-        self.window = if pgno > self.last && pgno - self.last <= self.window.max(1) {
-            (self.window * 2).clamp(2, MAX_WINDOW_PAGES)
+        let continues = |end: u32, window: u32| end > 0 && pgno > end && pgno - end <= window.max(1);
+        self.sequential = true;
+        if continues(self.stream_end, self.window) {
+            self.window = (self.window * 2).clamp(2, MAX_WINDOW_PAGES);
+            self.window
+        } else if continues(self.last_end, 1) {
+            self.window = 2;
+            self.window
         } else {
+            self.sequential = false;
             1
-        };
-        self.last = pgno;
-        self.window
+        }
+    }
+
+    /// The read that [`ReadAhead::next`] sized brought pages up to `end` in.
+    fn read_to(&mut self, end: u32) {
+        if self.sequential {
+            self.stream_end = end;
+        }
+        self.last_end = end;
     }
 }
 
@@ -79,7 +102,9 @@ impl Fetcher {
         }
         let window = self.readahead.lock().unwrap_or_else(|p| p.into_inner()).next(pgno);
         let runs = self.plan_runs(client, view, pgno, loc, window)?;
-        let fetched = futures::future::join_all(runs.iter().map(|r| self.fetch_run(client, view, r))).await;
+        let end = runs[0].pages.last().map_or(pgno, |(p, _)| *p);
+        self.readahead.lock().unwrap_or_else(|p| p.into_inner()).read_to(end);
+        let fetched = futures::future::join_all(runs.iter().map(|r| self.fetch_run(client, view, r, pgno))).await;
         // The requested page is in the first run; later runs are read-ahead, best effort.
         let mut wanted = None;
         for (i, r) in fetched.into_iter().enumerate() {
@@ -95,12 +120,34 @@ impl Fetcher {
         }
     }
 
-    /// The runs to fetch: the requested page's first, then uncached pages of the window.
+    /// The runs to fetch: the one holding the requested page first (grown backwards to its
+    /// block's start for a random read), then uncached pages up to the window's or the
+    /// block's end.
     fn plan_runs(&self, client: &ReplicaClient, view: &View, pgno: u32, loc: Loc, window: u32) -> Result<Vec<Run>> {
-        let mut runs = vec![Run { loc, end: loc.offset + u64::from(loc.size), pages: vec![(pgno, loc)] }];
-        let last = pgno.saturating_add(window - 1).min(view.commit);
+        let desc = client.description();
+        let mut first = Run { loc, end: loc.offset + u64::from(loc.size), pages: vec![(pgno, loc)] };
+        let block_start = pgno - (pgno - 1) % BLOCK_PAGES;
+        if window == 1 {
+            for p in (block_start..pgno).rev() {
+                let Some(l) = view.locate(p, desc)? else { break };
+                // Only a frame that ends where the run begins (so it lies before it).
+                if l.file != first.loc.file || l.offset + u64::from(l.size) != first.loc.offset {
+                    break;
+                }
+                if first.end - l.offset > MAX_RUN_BYTES {
+                    break;
+                }
+                if self.cache.get(&key(view, p, &l)).is_some() {
+                    break;
+                }
+                first.loc = l;
+                first.pages.insert(0, (p, l));
+            }
+        }
+        let mut runs = vec![first];
+        let last = pgno.saturating_add(window - 1).max(block_start + BLOCK_PAGES - 1).min(view.commit);
         for p in pgno + 1..=last {
-            let Some(l) = view.locate(p, client.description())? else { continue };
+            let Some(l) = view.locate(p, desc)? else { continue };
             if self.cache.get(&key(view, p, &l)).is_some() {
                 continue;
             }
@@ -111,34 +158,36 @@ impl Fetcher {
             {
                 run.end += u64::from(l.size);
                 run.pages.push((p, l));
-            } else {
+            } else if p <= pgno.saturating_add(window - 1) {
+                // Past the requested page's run only the read-ahead window goes on; the block
+                // is only worth its own run where it continues that run.
                 runs.push(Run { loc: l, end: l.offset + u64::from(l.size), pages: vec![(p, l)] });
             }
         }
         Ok(runs)
     }
 
-    /// Fetches and decodes one run into the cache; returns its first page.
-    async fn fetch_run(&self, client: &ReplicaClient, view: &View, run: &Run) -> Result<Option<Bytes>> {
+    /// Fetches and decodes one run into the cache; returns page `wanted` if the run holds it.
+    async fn fetch_run(&self, client: &ReplicaClient, view: &View, run: &Run, wanted: u32) -> Result<Option<Bytes>> {
         let f = &view.file(&run.loc).info;
         let bytes = client.get_range(f.level, f.min_txid, f.max_txid, run.loc.offset..run.end).await?;
-        let mut first = None;
-        for (i, (pgno, l)) in run.pages.iter().enumerate() {
+        let mut found = None;
+        for (pgno, l) in &run.pages {
             let start = (l.offset - run.loc.offset) as usize;
             let frame = bytes.get(start..start + l.size as usize);
             let page = match frame.map(|fr| decode(view, *pgno, fr)) {
                 Some(Ok(p)) => p,
                 // Damaged in transit or at rest: one more read of that frame alone, then the
-                // error (a read-ahead page is simply left out).
-                _ if i > 0 => continue,
+                // error (a page read only because it was near is simply left out).
+                _ if *pgno != wanted => continue,
                 _ => self.refetch(client, view, *pgno, l).await?,
             };
             self.cache.insert(key(view, *pgno, l), page.clone());
-            if i == 0 {
-                first = Some(page);
+            if *pgno == wanted {
+                found = Some(page);
             }
         }
-        Ok(first)
+        Ok(found)
     }
 
     async fn refetch(&self, client: &ReplicaClient, view: &View, pgno: u32, l: &Loc) -> Result<Bytes> {
@@ -167,16 +216,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn read_ahead_grows_on_sequential_reads_and_resets_on_jumps() {
+    fn read_ahead_grows_on_sequential_reads_and_survives_random_ones() {
         let mut r = ReadAhead::default();
         assert_eq!(r.next(10), 1);
-        assert_eq!(r.next(11), 2);
-        assert_eq!(r.next(13), 4);
-        assert_eq!(r.next(17), 8);
+        r.read_to(16); // the block around page 10
+        assert_eq!(r.next(17), 2, "reading on where the last read ended is sequential");
+        r.read_to(18);
+        assert_eq!(r.next(19), 4);
+        r.read_to(22);
         assert_eq!(r.next(3), 1, "a jump back is a random read");
+        r.read_to(16);
+        assert_eq!(r.next(23), 8, "and the stream goes on after it");
+        r.read_to(30);
+        assert_eq!(r.next(500), 1, "a jump forward is random too");
+        let mut end = 30;
         let mut w = 1;
-        for p in 4..2000 {
-            w = r.next(p);
+        for _ in 0..20 {
+            r.read_to(end);
+            w = r.next(end + 1);
+            end += w;
         }
         assert_eq!(w, MAX_WINDOW_PAGES);
     }

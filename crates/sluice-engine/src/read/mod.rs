@@ -85,9 +85,13 @@ pub fn block_on<T: Send + 'static>(
     });
     match rx.recv_timeout(deadline) {
         Ok(r) => r,
-        Err(_) => {
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
             task.abort();
             Err(Error::ReadTimeout { replica: replica.to_string(), what: what(), after: deadline })
+        }
+        // The task ended without an answer: it panicked.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            Err(Error::Task(format!("reading {} from replica {replica} failed unexpectedly", what())))
         }
     }
 }
