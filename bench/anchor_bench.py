@@ -25,7 +25,7 @@ Every metric is printed as a line starting with "METRIC" and collected into a
 JSON + Markdown report (see --out-dir).
 
 Sluice copy (bench/anchor_bench.py in the Sluice workspace), adapted from
-/work/shared/bench/anchor_bench.py:
+the team's shared anchor harness (bench/anchor_bench.py of the shared reference material):
   * built-in profile "sluice" (<repo>/target/release/sluice, libsluice_vfs.so);
     PEER_VENV defaults to <repo>/.venv-test (made by scripts/test);
   * `--profiles litestream,sluice` runs several tools in ONE invocation on the
