@@ -101,8 +101,20 @@ impl<R: Read> Head<R> {
 
 /// Compacts `inputs` into one LTX file written to `w`, as Litestream's compactor does.
 pub fn compact<R: Read, W: Write>(inputs: Vec<Decoder<R>>, w: W) -> Result<(W, Trailer)> {
+    compact_with(inputs, w, |_, _| {})
+}
+
+/// [`compact`] with the merged header adjusted by `adjust(&mut merged, &input_headers)`
+/// before it is written (a local merge keeps its last input's WAL position, for example).
+pub fn compact_with<R: Read, W: Write>(
+    inputs: Vec<Decoder<R>>,
+    w: W,
+    adjust: impl FnOnce(&mut Header, &[Header]),
+) -> Result<(W, Trailer)> {
     let headers: Vec<Header> = inputs.iter().map(|d| *d.header()).collect();
-    let mut enc = Encoder::new(w, merged_header(&headers)?)?;
+    let mut header = merged_header(&headers)?;
+    adjust(&mut header, &headers);
+    let mut enc = Encoder::new(w, header)?;
     merge_into(inputs, &mut enc)?;
     enc.finish(0)
 }

@@ -23,7 +23,7 @@ mod txid;
 mod varint;
 
 pub use checksum::{CHECKSUM_FLAG, DatabaseChecksum, crc64, page_checksum};
-pub use compactor::{PageSink, compact, merge_into};
+pub use compactor::{PageSink, compact, compact_with, merge_into};
 pub use decoder::{Decoder, FileSummary, verify};
 pub use encoder::{Encoder, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE, PageIndexEntry};
 pub use error::{ChecksumKind, Error, Result, Section};

@@ -11,9 +11,16 @@ use crate::error::Result;
 use crate::restore::{SNAPSHOT_LEVEL, list_all};
 
 /// Files per level, sorted by (min, max).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ReplicaIndex {
     levels: Vec<Vec<FileInfo>>,
+}
+
+impl Default for ReplicaIndex {
+    /// An empty replica.
+    fn default() -> Self {
+        ReplicaIndex { levels: vec![Vec::new(); usize::from(SNAPSHOT_LEVEL) + 1] }
+    }
 }
 
 /// Shared, synchronously locked (never held across an await).
@@ -22,7 +29,7 @@ pub type SharedIndex = Arc<Mutex<ReplicaIndex>>;
 impl ReplicaIndex {
     /// Lists every level once.
     pub async fn load(client: &ReplicaClient) -> Result<Self> {
-        let mut idx = ReplicaIndex { levels: vec![Vec::new(); usize::from(SNAPSHOT_LEVEL) + 1] };
+        let mut idx = ReplicaIndex::default();
         for f in list_all(client, false).await? {
             idx.add(f);
         }

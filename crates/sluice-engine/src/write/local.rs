@@ -69,15 +69,25 @@ impl MetaDir {
         self.l0_dir().join(format_filename(min, max))
     }
 
-    /// Local L0 files as (min, max), sorted.
+    /// Local L0 files as (min, max), sorted. Files whose range a wider file covers (inputs
+    /// of a merge of pending files that a crash kept from being removed) are removed.
     pub fn list_l0(&self) -> Result<Vec<(TxId, TxId)>> {
         let dir = self.l0_dir();
-        let mut out: Vec<(TxId, TxId)> = fs::read_dir(&dir)
+        let mut all: Vec<(TxId, TxId)> = fs::read_dir(&dir)
             .map_err(|e| Error::io("list", &dir, e))?
             .flatten()
             .filter_map(|e| parse_filename(&e.file_name().to_string_lossy()))
             .collect();
-        out.sort();
+        // By min, the widest first: a covered file then follows the one covering it.
+        all.sort_by_key(|&(min, max)| (min, std::cmp::Reverse(max)));
+        let mut out: Vec<(TxId, TxId)> = Vec::with_capacity(all.len());
+        for (min, max) in all {
+            if out.last().is_some_and(|&(_, top)| max <= top) {
+                let _ = fs::remove_file(self.l0_path(min, max));
+                continue;
+            }
+            out.push((min, max));
+        }
         Ok(out)
     }
 

@@ -54,6 +54,11 @@ impl Outage {
         }
     }
 
+    /// Whether an outage is going on (the last storage operation failed).
+    pub fn is_active(&self) -> bool {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
     /// Records a successful storage operation; logs the end of an outage.
     pub fn succeeded(&self, metrics: &DbMetrics) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());

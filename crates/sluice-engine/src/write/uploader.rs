@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::perms::Perms;
 use crate::restore::SNAPSHOT_LEVEL;
 use crate::write::index::{SharedIndex, lock};
-use crate::write::local::MetaDir;
+use crate::write::local::{MetaDir, sync_dir};
 use crate::write::metrics::DbMetrics;
 
 /// Most local files merged into one upload (Litestream's `max-sync-ltx-files`).
@@ -44,7 +44,7 @@ pub async fn upload_pending(
             note_pending(meta, index, metrics);
             return Ok(remote_max);
         };
-        let (path, ts) = merge_local(meta, &pending).await?;
+        let (path, ts) = merge_local(meta, &pending, false).await?;
         let mut result = client.put_file(0, first, last, &path, ts).await;
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if result.is_ok() && (first, last) == (TxId(1), TxId(1)) && lock(index).files(SNAPSHOT_LEVEL).is_empty() {
@@ -88,6 +88,42 @@ pub async fn upload_pending(
     }
 }
 
+/// Pending local files at which an outage's captures are merged into one.
+pub const CONSOLIDATE_AT: usize = 8;
+
+/// Merges pending local L0 files into one local file (when there are at least
+/// [`CONSOLIDATE_AT`]): during a long outage the meta directory then holds about one
+/// compressed copy of the changed pages instead of one stored file per sync interval, and the
+/// catch-up is one small upload. Crash-safe: the merged file is durable before its inputs go,
+/// and a listing drops files a wider one covers ([`MetaDir::list_l0`]). True if it merged.
+pub async fn consolidate_pending(meta: &MetaDir, index: &SharedIndex) -> Result<bool> {
+    let remote_max = lock(index).uploaded_max();
+    let pending: Vec<(TxId, TxId)> =
+        meta.list_l0()?.into_iter().filter(|(min, _)| *min > remote_max).take(MAX_FILES_PER_UPLOAD).collect();
+    if pending.len() < CONSOLIDATE_AT {
+        return Ok(false);
+    }
+    let (first, last) = (pending[0].0, pending[pending.len() - 1].1);
+    let (tmp, _) = merge_local(meta, &pending, true).await?;
+    let path = meta.l0_path(first, last);
+    let installed = std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io("fsync", &tmp, e))
+        .and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e)))
+        .and_then(|()| sync_dir(path.parent().unwrap_or(meta.root())));
+    if let Err(e) = installed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    for (a, b) in pending {
+        if (a, b) != (first, last) {
+            let _ = std::fs::remove_file(meta.l0_path(a, b));
+        }
+    }
+    tracing::debug!(min = %first, max = %last, "merged pending local files while storage is unavailable");
+    Ok(true)
+}
+
 /// The header timestamp of a local file.
 pub fn header_time(path: &Path) -> Result<DateTime<Utc>> {
     let f = File::open(path).map_err(|e| Error::io("open", path, e))?;
@@ -97,14 +133,15 @@ pub fn header_time(path: &Path) -> Result<DateTime<Utc>> {
 }
 
 /// Merges consecutive local L0 files (one or more) into one temp file; returns it and its
-/// timestamp.
-async fn merge_local(meta: &MetaDir, files: &[(TxId, TxId)]) -> Result<(PathBuf, DateTime<Utc>)> {
+/// timestamp. `keep_position`: the merge carries its last input's WAL position (a local
+/// file that replaces its inputs, where the next capture resumes).
+async fn merge_local(meta: &MetaDir, files: &[(TxId, TxId)], keep_position: bool) -> Result<(PathBuf, DateTime<Utc>)> {
     let paths: Vec<PathBuf> = files.iter().map(|(a, b)| meta.l0_path(*a, *b)).collect();
     let (first, last) = (files[0].0, files[files.len() - 1].1);
     let out = meta.root().join(format!("upload-{first}-{last}.ltx.tmp"));
     let out2 = out.clone();
     let perms = meta.perms();
-    let merged = tokio::task::spawn_blocking(move || merge_files(&paths, &out2, perms))
+    let merged = tokio::task::spawn_blocking(move || merge_files_with(&paths, &out2, perms, keep_position))
         .await
         .map_err(|e| Error::Task(e.to_string()))
         .and_then(|r| r)
@@ -123,6 +160,10 @@ async fn merge_local(meta: &MetaDir, files: &[(TxId, TxId)]) -> Result<(PathBuf,
 /// `out` is a temp file that is uploaded, then deleted (a crash just leaves it to cleanup);
 /// it holds the database's pages, so it gets `perms`.
 pub fn merge_files(inputs: &[PathBuf], out: &Path, perms: Perms) -> Result<()> {
+    merge_files_with(inputs, out, perms, false)
+}
+
+fn merge_files_with(inputs: &[PathBuf], out: &Path, perms: Perms, keep_position: bool) -> Result<()> {
     let mut decs = Vec::with_capacity(inputs.len());
     for p in inputs {
         let f = File::open(p).map_err(|e| Error::io("open", p, e))?;
@@ -132,8 +173,14 @@ pub fn merge_files(inputs: &[PathBuf], out: &Path, perms: Perms) -> Result<()> {
         );
     }
     let w = std::io::BufWriter::with_capacity(256 << 10, perms.create(out).map_err(|e| Error::io("create", out, e))?);
-    let (w, _) =
-        sluice_ltx::compact(decs, w).map_err(|source| Error::Ltx { file: out.display().to_string(), source })?;
+    let keep = |h: &mut sluice_ltx::Header, inputs: &[sluice_ltx::Header]| {
+        if let (true, Some(last)) = (keep_position, inputs.last()) {
+            (h.wal_offset, h.wal_size, h.wal_salt1, h.wal_salt2) =
+                (last.wal_offset, last.wal_size, last.wal_salt1, last.wal_salt2);
+        }
+    };
+    let (w, _) = sluice_ltx::compact_with(decs, w, keep)
+        .map_err(|source| Error::Ltx { file: out.display().to_string(), source })?;
     w.into_inner().map_err(|e| Error::io("write", out, e.into_error()))?;
     Ok(())
 }
@@ -149,4 +196,63 @@ pub fn note_pending(meta: &MetaDir, index: &SharedIndex, metrics: &DbMetrics) {
     let oldest = pending.first().copied();
     let ms = oldest.and_then(|(a, b)| header_time(&meta.l0_path(a, b)).ok()).map_or(0, |t| t.timestamp_millis() as u64);
     metrics.oldest_pending_ms.store(ms, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_ltx::Header;
+
+    fn write(meta: &MetaDir, txid: u64, pages: &[(u32, u8)], commit: u32) {
+        let mut h = Header::new(512, commit, TxId(txid), TxId(txid), 1_000 + txid as i64);
+        (h.wal_offset, h.wal_size, h.wal_salt1, h.wal_salt2) = (32 + 100 * txid as i64, 100, 7, txid as u32);
+        meta.write_l0(h, true, |put| pages.iter().try_for_each(|&(pgno, fill)| put(pgno, &[fill; 512]))).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_outage_merges_pending_files_into_one_that_keeps_the_wal_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaDir::open(dir.path().join("meta"), Perms::PRIVATE).unwrap();
+        let index: SharedIndex = Default::default();
+        for t in 1..CONSOLIDATE_AT as u64 {
+            write(&meta, t, &[(1, t as u8), (t as u32 + 1, t as u8)], t as u32 + 1);
+        }
+        assert!(!consolidate_pending(&meta, &index).await.unwrap(), "fewer than CONSOLIDATE_AT files stay");
+        let n = CONSOLIDATE_AT as u64;
+        write(&meta, n, &[(1, 99)], 3); // shrinks the database to 3 pages
+        assert!(consolidate_pending(&meta, &index).await.unwrap());
+        assert_eq!(meta.list_l0().unwrap(), vec![(TxId(1), TxId(n))]);
+
+        let f = File::open(meta.l0_path(TxId(1), TxId(n))).unwrap();
+        let mut dec = Decoder::new(BufReader::new(f)).unwrap();
+        let h = *dec.header();
+        assert_eq!((h.commit, h.wal_offset, h.wal_size, h.wal_salt2), (3, 32 + 100 * n as i64, 100, n as u32));
+        let mut buf = vec![0; 512];
+        let mut seen = Vec::new();
+        while let Some(pgno) = dec.next_page(&mut buf).unwrap() {
+            seen.push((pgno, buf[0]));
+        }
+        assert_eq!(seen, vec![(1, 99), (2, 1), (3, 2)], "latest versions, cut at the commit");
+        assert_eq!(meta.latest().unwrap().map(|h| h.max_txid), Some(TxId(n)));
+    }
+
+    #[tokio::test]
+    async fn inputs_a_crash_left_beside_their_merge_are_dropped_from_the_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = MetaDir::open(dir.path().join("meta"), Perms::PRIVATE).unwrap();
+        for t in 1..=CONSOLIDATE_AT as u64 {
+            write(&meta, t, &[(1, t as u8)], 1);
+        }
+        let kept = std::fs::read(meta.l0_path(TxId(2), TxId(2))).unwrap();
+        assert!(consolidate_pending(&meta, &Default::default()).await.unwrap());
+        std::fs::write(meta.l0_path(TxId(2), TxId(2)), kept).unwrap();
+        write(&meta, CONSOLIDATE_AT as u64 + 1, &[(1, 0)], 1);
+        let last = TxId(CONSOLIDATE_AT as u64);
+        assert_eq!(
+            meta.list_l0().unwrap(),
+            vec![(TxId(1), last), (TxId(last.0 + 1), TxId(last.0 + 1))],
+            "the covered file is not listed"
+        );
+        assert!(!meta.l0_path(TxId(2), TxId(2)).exists(), "and it is removed");
+    }
 }

@@ -23,7 +23,7 @@ use super::lease::Lease;
 use super::local::MetaDir;
 use super::metrics::DbMetrics;
 use super::outage::{Backoff, Outage, is_permanent};
-use super::uploader::{note_pending, upload_pending};
+use super::uploader::{consolidate_pending, note_pending, upload_pending};
 use super::{ImageSource, SNAPSHOT_LEVEL};
 use crate::error::{Error, Result};
 
@@ -46,9 +46,10 @@ pub struct WriterOptions {
 
 impl WriterOptions {
     /// Longest wait between two attempts to reach storage: short enough that replication
-    /// catches up within a few sync intervals after an outage ends.
+    /// catches up within a few sync intervals after an outage ends. During an outage an
+    /// attempt costs two small requests (the lease), not an upload.
     pub fn retry_cap(&self) -> Duration {
-        (self.sync_interval * 5).clamp(Duration::from_secs(2), Duration::from_secs(10))
+        (self.sync_interval * 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
     }
 }
 
@@ -191,8 +192,25 @@ impl ReplicaWriter {
     /// forced syncs and the final upload.
     pub async fn upload_now(&self) -> Result<TxId> {
         let mut held = self.lease.lock().await;
-        held.renew_if_due().await?;
+        if self.outage.is_active() {
+            // Probe with the lease before merging what is pending (and re-check it: the
+            // outage may have outlasted its TTL and another writer may have taken over).
+            held.renew_now().await?;
+        } else {
+            held.renew_if_due().await?;
+        }
         upload_pending(&self.client, &self.meta, &self.index, &self.metrics).await
+    }
+
+    /// During an outage: merges pending local files into one (see [`consolidate_pending`]).
+    /// Only an optimisation, so a failure (a full disk) is logged and left to the next try.
+    async fn consolidate(&self) {
+        let _held = self.lease.lock().await;
+        match consolidate_pending(&self.meta, &self.index).await {
+            Ok(true) => self.note_pending(),
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "merging pending local files failed"),
+        }
     }
 
     /// Stops the tasks, uploads what is left (retrying until the shutdown timeout), and
@@ -264,6 +282,7 @@ impl ReplicaWriter {
                     } else {
                         tracing::warn!(error = %e, retry_in = ?wait, "upload failed");
                     }
+                    self.consolidate().await;
                     self.note_pending();
                     self.wake.notify_one();
                 }

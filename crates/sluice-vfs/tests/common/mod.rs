@@ -26,13 +26,18 @@ pub struct Content {
 /// Restores `url` at `target` with the engine `sluice restore` runs into `dir`.
 #[allow(dead_code)]
 pub fn restore(url: &str, target: Target, dir: &Path) -> PathBuf {
+    try_restore(url, target, dir).unwrap_or_else(|e| panic!("sluice restore {url} at {target:?}: {e}"))
+}
+
+/// [`restore`], returning the engine's error (for example an empty replica) to the caller.
+#[allow(dead_code)]
+pub fn try_restore(url: &str, target: Target, dir: &Path) -> Result<PathBuf, sluice_engine::Error> {
     let out = dir.join(format!("restored-{:016x}.db", sluice_testkit::seed::random_u64()));
     let client = ReplicaClient::from_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let opts = RestoreOptions { target, ..RestoreOptions::default() };
-    rt.block_on(sluice_engine::restore::restore(&client, &out, &opts))
-        .unwrap_or_else(|e| panic!("sluice restore {url} at {target:?}: {e}"));
-    out
+    rt.block_on(sluice_engine::restore::restore(&client, &out, &opts))?;
+    Ok(out)
 }
 
 /// The content of a restored database file.
