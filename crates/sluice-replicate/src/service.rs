@@ -136,6 +136,7 @@ pub(crate) async fn replicate_db(
     let (mut stalled_since, mut sync_failing): (Option<Instant>, Option<Instant>) = (None, None);
     // Capture paused: local files awaiting upload exceed `max_pending_size`.
     let mut paused = false;
+    let mut budget_warned = false;
     let result: Result<()> = loop {
         let mut checkpoint_now = false;
         tokio::select! {
@@ -197,13 +198,19 @@ pub(crate) async fn replicate_db(
             opts.max_pending_size > 0 && metrics.pending_bytes.load(Ordering::Relaxed) >= opts.max_pending_size;
         if over_budget != paused {
             paused = over_budget;
-            if paused {
-                tracing::warn!(db = %opts.db_path.display(), limit = opts.max_pending_size,
-                    "local files awaiting upload reached max-pending-size; capture and checkpoints pause \
-                     until uploads catch up (the WAL keeps the changes and grows meanwhile)");
-            } else {
-                tracing::info!(db = %opts.db_path.display(), "local files below max-pending-size; capturing again");
-            }
+            tracing::debug!(db = %opts.db_path.display(), paused, "max-pending-size");
+        }
+        // Logged once per episode: during an outage, merging the pending files makes room
+        // now and then, so capture may pause and resume several times before it ends.
+        let outage = metrics.outage_since_ms.load(Ordering::Relaxed) != 0;
+        if paused && !budget_warned {
+            budget_warned = true;
+            tracing::warn!(db = %opts.db_path.display(), limit = opts.max_pending_size,
+                "local files awaiting upload reached max-pending-size; capture and checkpoints pause \
+                 until uploads catch up (the WAL keeps the changes and grows meanwhile)");
+        } else if budget_warned && !paused && !outage {
+            budget_warned = false;
+            tracing::info!(db = %opts.db_path.display(), "local files below max-pending-size; capturing again");
         }
         if paused {
             continue;
