@@ -157,6 +157,24 @@ fn a_full_scan_costs_a_few_requests_not_one_per_page() {
 }
 
 #[test]
+fn the_open_takes_two_requests_per_file_and_brings_page_one_along() {
+    let tmp = tempfile::tempdir().unwrap();
+    snapshot_replica(tmp.path(), 3000, 4096);
+    let (client, faulty) = faulty_client(tmp.path(), 1, 6);
+    let r = Replica::open(client, opts()).unwrap();
+    let size = std::fs::metadata(tmp.path().join("ltx/9/0000000000000001-0000000000000001.ltx")).unwrap().len();
+    assert!(size > 200 << 10, "the snapshot is read in parts, not whole: {size} bytes");
+    assert_eq!(faulty.counts().get_range, 2, "its first bytes and its tail, in parallel");
+    let v = r.latest();
+    let mut buf = vec![0u8; 4096];
+    for p in [1, 2, 3] {
+        r.read_page(&v, p, &mut buf).unwrap();
+        assert!(buf.iter().enumerate().all(|(i, b)| *b == (p.wrapping_mul(31) ^ (i as u32 / 64)) as u8));
+    }
+    assert_eq!(faulty.counts().get_range, 2, "the first pages came with the open's reads");
+}
+
+#[test]
 fn random_reads_fetch_the_block_around_them() {
     let tmp = tempfile::tempdir().unwrap();
     snapshot_replica(tmp.path(), 3000, 4096);
@@ -190,7 +208,8 @@ fn faults_give_errors_never_wrong_pages_and_reads_recover() {
     };
     // No retries: faults reach the reader.
     let (client, faulty) = faulty_client(&replica, seed, 1);
-    let o = ReadOptions { read_timeout: Duration::from_millis(500), ..opts() };
+    // No cache either: the open reads small files whole, which would otherwise serve every page.
+    let o = ReadOptions { read_timeout: Duration::from_millis(500), cache_bytes: 0, ..opts() };
     let r = Replica::open(client, o).unwrap();
     let v = r.latest();
     let ps = v.page_size as usize;

@@ -10,7 +10,7 @@ use sluice_ltx::index::decode_page_frame;
 use sluice_storage::ReplicaClient;
 
 use super::cache::{PageCache, PageKey};
-use super::view::{Loc, View};
+use super::view::{FileIndex, Loc, View};
 use crate::error::{Error, Result};
 
 /// Most pages one read brings in.
@@ -190,6 +190,22 @@ impl Fetcher {
         Ok(found)
     }
 
+    /// Caches the pages whose frames lie wholly in `head`, the bytes read from the start of
+    /// `file` with its index (all of a small file). A frame that does not decode is left out:
+    /// reading that page fetches it again and reports the damage.
+    pub(crate) fn seed(&self, file: &FileIndex, head: &[u8]) {
+        let f = &file.info;
+        for e in &file.entries {
+            let frame = usize::try_from(e.offset)
+                .ok()
+                .and_then(|o| Some(o..o.checked_add(usize::try_from(e.size).ok()?)?))
+                .and_then(|r| head.get(r));
+            if let Some(Ok(page)) = frame.map(|fr| decode_sized(file.header.page_size, e.pgno, fr)) {
+                self.cache.insert((f.level, f.min_txid, f.max_txid, e.pgno), page);
+            }
+        }
+    }
+
     async fn refetch(&self, client: &ReplicaClient, view: &View, pgno: u32, l: &Loc) -> Result<Bytes> {
         let f = &view.file(l).info;
         tracing::warn!(file = %view.file(l).label(), pgno, "page frame did not decode; reading it again");
@@ -199,7 +215,11 @@ impl Fetcher {
 }
 
 fn decode(view: &View, pgno: u32, frame: &[u8]) -> std::result::Result<Bytes, sluice_ltx::Error> {
-    let mut out = vec![0u8; view.page_size as usize];
+    decode_sized(view.page_size, pgno, frame)
+}
+
+fn decode_sized(page_size: u32, pgno: u32, frame: &[u8]) -> std::result::Result<Bytes, sluice_ltx::Error> {
+    let mut out = vec![0u8; page_size as usize];
     let got = decode_page_frame(frame, &mut out)?;
     if got != pgno {
         return Err(sluice_ltx::Error::CorruptFrame {

@@ -29,7 +29,8 @@ pub struct Replica {
     latest: RwLock<Arc<View>>,
     /// Headers and indexes of files seen, so re-plans (time travel) fetch only new ones.
     known: Mutex<HashMap<(u8, TxId, TxId), Arc<FileIndex>>>,
-    fetcher: Fetcher,
+    /// Shared with the open's index reads, which seed the cache.
+    fetcher: Arc<Fetcher>,
     last_poll: Mutex<Option<Instant>>,
     /// The last poll failed (logged once until one succeeds).
     poll_failing: Mutex<bool>,
@@ -74,13 +75,15 @@ impl Replica {
     fn open_inner(client: ReplicaClient, opts: ReadOptions, allow_empty: bool) -> Result<Arc<Replica>> {
         let desc = client.description().to_string();
         let c = client.clone();
+        let fetcher = Arc::new(Fetcher::new(opts.cache_bytes));
+        let f = fetcher.clone();
         let files = block_on(
             async move {
                 let plan = match restore::plan_restore(&c, Target::Latest).await {
                     Err(Error::EmptyReplica { .. }) if allow_empty => return Ok(Vec::new()),
                     r => r?,
                 };
-                FileIndex::fetch_all(&c, &plan, &|_| None).await
+                FileIndex::fetch_all(&c, &plan, &|_| None, &|x, head| f.seed(x, head)).await
             },
             opts.read_timeout.max(Duration::from_secs(30)),
             &desc,
@@ -94,7 +97,7 @@ impl Replica {
             opts,
             latest: RwLock::new(Arc::new(view)),
             known: Mutex::new(known),
-            fetcher: Fetcher::new(opts.cache_bytes),
+            fetcher,
             last_poll: Mutex::new(Some(Instant::now())),
             poll_failing: Mutex::new(false),
             writing: std::sync::atomic::AtomicBool::new(false),
@@ -122,7 +125,10 @@ impl Replica {
         block_on(
             async move {
                 let plan = restore::plan_restore(&me.client, target).await?;
-                let files = FileIndex::fetch_all(&me.client, &plan, &|f| me.known_index(f)).await?;
+                let files = FileIndex::fetch_all(&me.client, &plan, &|f| me.known_index(f), &|x, head| {
+                    me.fetcher.seed(x, head)
+                })
+                .await?;
                 me.remember(&files);
                 View::build(files).map(Arc::new)
             },
@@ -222,12 +228,18 @@ impl Replica {
             && new[0].min_txid == next
             && new.windows(2).all(|w| w[1].min_txid.0 == w[0].max_txid.0 + 1)
         {
-            let files = FileIndex::fetch_all(&self.client, &new, &|f| self.known_index(f)).await?;
+            let files = FileIndex::fetch_all(&self.client, &new, &|f| self.known_index(f), &|x, head| {
+                self.fetcher.seed(x, head)
+            })
+            .await?;
             self.remember(&files);
             current.extend(files)?
         } else {
             let plan = restore::plan_restore(&self.client, Target::Latest).await?;
-            let files = FileIndex::fetch_all(&self.client, &plan, &|f| self.known_index(f)).await?;
+            let files = FileIndex::fetch_all(&self.client, &plan, &|f| self.known_index(f), &|x, head| {
+                self.fetcher.seed(x, head)
+            })
+            .await?;
             self.remember(&files);
             View::build(files)?
         };

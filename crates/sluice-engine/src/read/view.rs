@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use sluice_ltx::index::{ESTIMATED_INDEX_TAIL, TailIndex, index_from_tail, parse_index};
 use sluice_ltx::{HEADER_SIZE, Header, PageIndexEntry, TxId, lock_pgno};
@@ -32,23 +33,24 @@ impl FileIndex {
     }
 
     /// Reads the header and page index of `info`: the whole file when it is small, else its
-    /// header and its tail (in parallel), and the index's start if the tail missed it.
-    pub async fn fetch(client: &ReplicaClient, info: &FileInfo) -> Result<FileIndex> {
+    /// first bytes and its tail (in parallel), and the index's start if the tail missed it.
+    /// Returns the bytes fetched from the start of the file too: frames wholly inside them
+    /// (page 1 of a snapshot, every page of a small file) need no request of their own.
+    pub async fn fetch(client: &ReplicaClient, info: &FileInfo) -> Result<(FileIndex, Bytes)> {
         let (level, min, max) = (info.level, info.min_txid, info.max_txid);
         let ltx = |source| Error::Ltx { file: file_label(info), source };
         let size = info.size;
-        let small = size <= ESTIMATED_INDEX_TAIL + HEADER_SIZE as u64;
-        let (head, tail) = if small {
+        let tail_len = tail_estimate(size);
+        let (head, tail) = if size <= tail_len + HEAD_BYTES {
             let all = client.get_range(level, min, max, 0..size).await?;
-            (all.slice(..HEADER_SIZE.min(all.len())), all)
+            (all.clone(), all)
         } else {
-            let tail_start = size - ESTIMATED_INDEX_TAIL;
             futures::try_join!(
-                client.get_range(level, min, max, 0..HEADER_SIZE as u64),
-                client.get_range(level, min, max, tail_start..size)
+                client.get_range(level, min, max, 0..HEAD_BYTES),
+                client.get_range(level, min, max, size - tail_len..size)
             )?
         };
-        let header = Header::from_bytes(&head).map_err(ltx)?;
+        let header = Header::from_bytes(&head[..HEADER_SIZE.min(head.len())]).map_err(ltx)?;
         let entries = match index_from_tail(size, &tail).map_err(ltx)? {
             TailIndex::Complete(entries, _) => entries,
             TailIndex::NeedRange(loc) => {
@@ -62,30 +64,44 @@ impl FileIndex {
                 reason: format!("header says TXIDs {}-{}", header.min_txid, header.max_txid),
             });
         }
-        Ok(FileIndex { info: info.clone(), header, entries })
+        Ok((FileIndex { info: info.clone(), header, entries }, head))
     }
 
-    /// Indexes of `plan` in order, reusing those `known` returns.
+    /// Indexes of `plan` in order, reusing those `known` returns; `head` gets each newly
+    /// fetched file with the bytes read from its start.
     pub async fn fetch_all(
         client: &ReplicaClient,
         plan: &[FileInfo],
         known: &(dyn Fn(&FileInfo) -> Option<Arc<FileIndex>> + Sync),
+        head: &(dyn Fn(&FileIndex, &Bytes) + Sync),
     ) -> Result<Vec<Arc<FileIndex>>> {
         let mut slots: Vec<Option<Arc<FileIndex>>> = plan.iter().map(known).collect();
         let missing: Vec<(usize, FileInfo)> =
             plan.iter().enumerate().filter(|(i, _)| slots[*i].is_none()).map(|(i, f)| (i, f.clone())).collect();
-        let fetched: Vec<(usize, FileIndex)> = futures::stream::iter(missing.into_iter().map(|(i, f)| {
+        let fetched: Vec<(usize, FileIndex, Bytes)> = futures::stream::iter(missing.into_iter().map(|(i, f)| {
             let client = client.clone();
-            async move { FileIndex::fetch(&client, &f).await.map(|x| (i, x)) }
+            async move { FileIndex::fetch(&client, &f).await.map(|(x, b)| (i, x, b)) }
         }))
         .buffer_unordered(INDEX_READS_IN_FLIGHT)
         .try_collect()
         .await?;
-        for (i, x) in fetched {
+        for (i, x, bytes) in fetched {
+            head(&x, &bytes);
             slots[i] = Some(Arc::new(x));
         }
         Ok(slots.into_iter().flatten().collect())
     }
+}
+
+/// Bytes read from the start of a large file with its header: a snapshot's first frames
+/// (page 1, the schema, early root pages) come with it, saving the first query round trips.
+const HEAD_BYTES: u64 = 64 << 10;
+
+/// Tail bytes to read for the page index: Litestream's 32 KiB estimate, scaled with the file
+/// (an index entry takes about 9 bytes per frame, and frames of compressed 4 KiB pages
+/// average over 1 KiB), so a large snapshot's index comes in one request, not two in a row.
+fn tail_estimate(size: u64) -> u64 {
+    (size / 128).clamp(ESTIMATED_INDEX_TAIL, 4 << 20)
 }
 
 /// Where a page's newest frame is: a file of the view, and the frame's byte range.
