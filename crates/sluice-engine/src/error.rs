@@ -94,6 +94,12 @@ pub enum Error {
         /// Final size in pages.
         commit: u32,
     },
+    /// A kept hydration file is in use by another process.
+    #[error("hydration file {path} is in use by another process (each kept file serves one process)")]
+    HydrationInUse {
+        /// The hydration file.
+        path: PathBuf,
+    },
     /// The output already exists.
     #[error("output {path} already exists; refusing to overwrite it")]
     OutputExists {

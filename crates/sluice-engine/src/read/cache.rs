@@ -51,6 +51,13 @@ impl PageCache {
         }
     }
 
+    /// Drops every page (reads no longer need them: the hydrated copy serves them).
+    pub(crate) fn clear(&self) {
+        let mut inner = self.lock();
+        inner.lru.clear();
+        inner.bytes = 0;
+    }
+
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> u64 {
         self.lock().bytes

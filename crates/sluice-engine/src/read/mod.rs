@@ -18,6 +18,7 @@
 //! - [`replica`]: opening, polling, time travel, the per-process registry.
 //! - `fetch`: page reads (cache, coalescing, read-ahead, retry of corrupt frames).
 //! - `cache`: the decoded-page LRU. [`time`]: parsing times given by users.
+//! - [`hydrate`]: a local copy filled in the background, then read instead of the replica.
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -27,10 +28,12 @@ use crate::error::{Error, Result};
 
 mod cache;
 mod fetch;
+pub mod hydrate;
 pub mod replica;
 pub mod time;
 pub mod view;
 
+pub use hydrate::Hydration;
 pub use replica::Replica;
 pub use time::parse_time;
 pub use view::View;

@@ -9,13 +9,14 @@ use sluice_ltx::TxId;
 use sluice_storage::{FileInfo, ReplicaClient};
 
 use super::fetch::Fetcher;
+use super::hydrate::{self, Hydration, Hydrator};
 use super::view::{FileIndex, View};
 use super::{ReadOptions, block_on, runtime};
 use crate::error::{Error, Result};
 use crate::restore::{self, Target};
 
 /// Open replicas of this process, by URL and options.
-type Registry = Mutex<HashMap<(String, ReadOptions), Weak<Replica>>>;
+type Registry = Mutex<HashMap<(String, ReadOptions, Hydration), Weak<Replica>>>;
 
 fn registry() -> &'static Registry {
     static R: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
@@ -37,6 +38,20 @@ pub struct Replica {
     /// This process writes the replica (it holds the lease): nobody else adds files, so the
     /// writer refreshes the view itself after each upload instead of polling.
     writing: std::sync::atomic::AtomicBool,
+    /// The local copy, when hydration is on, and its background task.
+    hydrator: Option<Arc<Hydrator>>,
+    hydrate_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Some(h) = &self.hydrator {
+            if let Some(t) = self.hydrate_task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                t.abort();
+            }
+            h.close();
+        }
+    }
 }
 
 impl Replica {
@@ -49,13 +64,23 @@ impl Replica {
     /// Like [`Replica::open_shared`]; with `allow_empty`, an empty replica opens as an empty
     /// database (for write mode, which starts a new database there).
     pub fn open_shared_with(url: &str, opts: ReadOptions, allow_empty: bool) -> Result<Arc<Replica>> {
+        Replica::open_shared_hydrated(url, opts, allow_empty, &Hydration::Off)
+    }
+
+    /// Like [`Replica::open_shared_with`], keeping a local copy as `hydration` says.
+    pub fn open_shared_hydrated(
+        url: &str,
+        opts: ReadOptions,
+        allow_empty: bool,
+        hydration: &Hydration,
+    ) -> Result<Arc<Replica>> {
         let mut reg = registry().lock().unwrap_or_else(|p| p.into_inner());
-        let key = (url.to_string(), opts);
+        let key = (url.to_string(), opts, hydration.clone());
         if let Some(r) = reg.get(&key).and_then(Weak::upgrade) {
             return Ok(r);
         }
         let client = ReplicaClient::from_url(url)?;
-        let replica = Replica::open_inner(client, opts, allow_empty)?;
+        let replica = Replica::open_inner(client, opts, allow_empty, hydration)?;
         reg.retain(|_, w| w.strong_count() > 0);
         reg.insert(key, Arc::downgrade(&replica));
         Ok(replica)
@@ -63,16 +88,28 @@ impl Replica {
 
     /// Opens `client`'s replica (not shared): plans the latest state and starts the poller.
     pub fn open(client: ReplicaClient, opts: ReadOptions) -> Result<Arc<Replica>> {
-        Replica::open_inner(client, opts, false)
+        Replica::open_inner(client, opts, false, &Hydration::Off)
+    }
+
+    /// Like [`Replica::open`], keeping a local copy as `hydration` says.
+    pub fn open_hydrated(client: ReplicaClient, opts: ReadOptions, hydration: &Hydration) -> Result<Arc<Replica>> {
+        Replica::open_inner(client, opts, false, hydration)
     }
 
     /// Like [`Replica::open`], but an empty replica opens as an empty database (write mode
     /// starts a new database there).
     pub fn open_or_empty(client: ReplicaClient, opts: ReadOptions) -> Result<Arc<Replica>> {
-        Replica::open_inner(client, opts, true)
+        Replica::open_inner(client, opts, true, &Hydration::Off)
     }
 
-    fn open_inner(client: ReplicaClient, opts: ReadOptions, allow_empty: bool) -> Result<Arc<Replica>> {
+    fn open_inner(
+        client: ReplicaClient,
+        opts: ReadOptions,
+        allow_empty: bool,
+        hydration: &Hydration,
+    ) -> Result<Arc<Replica>> {
+        // First: a kept file in use elsewhere fails the open before any request.
+        let hydrator = Hydrator::new(hydration)?.map(Arc::new);
         let desc = client.description().to_string();
         let c = client.clone();
         let fetcher = Arc::new(Fetcher::new(opts.cache_bytes));
@@ -83,7 +120,7 @@ impl Replica {
                     Err(Error::EmptyReplica { .. }) if allow_empty => return Ok(Vec::new()),
                     r => r?,
                 };
-                FileIndex::fetch_all(&c, &plan, &|_| None, &|x, head| f.seed(x, head)).await
+                FileIndex::fetch_all(&c, &plan, &|_| None, &|x, head| f.seed(x, head), false).await
             },
             opts.read_timeout.max(Duration::from_secs(30)),
             &desc,
@@ -101,9 +138,26 @@ impl Replica {
             last_poll: Mutex::new(Some(Instant::now())),
             poll_failing: Mutex::new(false),
             writing: std::sync::atomic::AtomicBool::new(false),
+            hydrator: hydrator.clone(),
+            hydrate_task: Mutex::new(None),
         });
         runtime().spawn(poll_loop(Arc::downgrade(&replica), opts.poll_interval));
+        if let Some(h) = hydrator {
+            let task = runtime().spawn(hydrate::run(Arc::downgrade(&replica), h));
+            *replica.hydrate_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        }
         Ok(replica)
+    }
+
+    /// Hydration progress in percent of the plan's bytes (100 once reads are local); `None`
+    /// without hydration.
+    pub fn hydration_progress(&self) -> Option<u8> {
+        self.hydrator.as_ref().map(|h| h.progress())
+    }
+
+    /// The hydrated copy serves reads: the page cache is no longer needed.
+    pub(crate) fn release_cache(&self) {
+        self.fetcher.cache.clear();
     }
 
     /// The redacted URL.
@@ -125,9 +179,13 @@ impl Replica {
         block_on(
             async move {
                 let plan = restore::plan_restore(&me.client, target).await?;
-                let files = FileIndex::fetch_all(&me.client, &plan, &|f| me.known_index(f), &|x, head| {
-                    me.fetcher.seed(x, head)
-                })
+                let files = FileIndex::fetch_all(
+                    &me.client,
+                    &plan,
+                    &|f| me.known_index(f),
+                    &|x, head| me.fetcher.seed(x, head),
+                    false,
+                )
                 .await?;
                 me.remember(&files);
                 View::build(files).map(Arc::new)
@@ -143,6 +201,11 @@ impl Replica {
     pub fn read_page(self: &Arc<Self>, view: &Arc<View>, pgno: u32, buf: &mut [u8]) -> Result<()> {
         if buf.len() != view.page_size as usize {
             return Err(Error::Task(format!("read of {} bytes from {}-byte pages", buf.len(), view.page_size)));
+        }
+        if let Some(h) = &self.hydrator
+            && h.read(view, pgno, buf, self.description())?
+        {
+            return Ok(());
         }
         // Cache hits cost a lookup, not a hand-off to the runtime and back (the hand-off is
         // most of a warm point query's time).
@@ -224,28 +287,36 @@ impl Replica {
         if new.is_empty() {
             return Ok(());
         }
+        // A hydrated reader applies new files whole: one request per file, bytes handed over.
+        let hydrated = self.hydrator.as_ref().filter(|h| h.wants_whole_files());
+        let head = |x: &FileIndex, bytes: &bytes::Bytes| {
+            self.fetcher.seed(x, bytes);
+            if let Some(h) = hydrated
+                && bytes.len() as u64 == x.info.size
+            {
+                h.stash(id(&x.info), bytes.clone());
+            }
+        };
         let view = if current.txid.0 > 0
             && new[0].min_txid == next
             && new.windows(2).all(|w| w[1].min_txid.0 == w[0].max_txid.0 + 1)
         {
-            let files = FileIndex::fetch_all(&self.client, &new, &|f| self.known_index(f), &|x, head| {
-                self.fetcher.seed(x, head)
-            })
-            .await?;
+            let files =
+                FileIndex::fetch_all(&self.client, &new, &|f| self.known_index(f), &head, hydrated.is_some()).await?;
             self.remember(&files);
             current.extend(files)?
         } else {
             let plan = restore::plan_restore(&self.client, Target::Latest).await?;
-            let files = FileIndex::fetch_all(&self.client, &plan, &|f| self.known_index(f), &|x, head| {
-                self.fetcher.seed(x, head)
-            })
-            .await?;
+            let files = FileIndex::fetch_all(&self.client, &plan, &|f| self.known_index(f), &head, false).await?;
             self.remember(&files);
             View::build(files)?
         };
         if view.txid > current.txid {
             tracing::debug!(replica = %self.description(), txid = %view.txid, pages = view.commit, "new view");
             *self.latest.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
+            if let Some(h) = &self.hydrator {
+                h.wake.notify_one();
+            }
         }
         Ok(())
     }

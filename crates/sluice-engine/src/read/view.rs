@@ -36,12 +36,13 @@ impl FileIndex {
     /// first bytes and its tail (in parallel), and the index's start if the tail missed it.
     /// Returns the bytes fetched from the start of the file too: frames wholly inside them
     /// (page 1 of a snapshot, every page of a small file) need no request of their own.
-    pub async fn fetch(client: &ReplicaClient, info: &FileInfo) -> Result<(FileIndex, Bytes)> {
+    /// `whole`: read the file in one request however large (a hydrated reader applies it).
+    pub async fn fetch(client: &ReplicaClient, info: &FileInfo, whole: bool) -> Result<(FileIndex, Bytes)> {
         let (level, min, max) = (info.level, info.min_txid, info.max_txid);
         let ltx = |source| Error::Ltx { file: file_label(info), source };
         let size = info.size;
         let tail_len = tail_estimate(size);
-        let (head, tail) = if size <= tail_len + HEAD_BYTES {
+        let (head, tail) = if whole || size <= tail_len + HEAD_BYTES {
             let all = client.get_range(level, min, max, 0..size).await?;
             (all.clone(), all)
         } else {
@@ -68,19 +69,20 @@ impl FileIndex {
     }
 
     /// Indexes of `plan` in order, reusing those `known` returns; `head` gets each newly
-    /// fetched file with the bytes read from its start.
+    /// fetched file with the bytes read from its start (all of it with `whole`).
     pub async fn fetch_all(
         client: &ReplicaClient,
         plan: &[FileInfo],
         known: &(dyn Fn(&FileInfo) -> Option<Arc<FileIndex>> + Sync),
         head: &(dyn Fn(&FileIndex, &Bytes) + Sync),
+        whole: bool,
     ) -> Result<Vec<Arc<FileIndex>>> {
         let mut slots: Vec<Option<Arc<FileIndex>>> = plan.iter().map(known).collect();
         let missing: Vec<(usize, FileInfo)> =
             plan.iter().enumerate().filter(|(i, _)| slots[*i].is_none()).map(|(i, f)| (i, f.clone())).collect();
         let fetched: Vec<(usize, FileIndex, Bytes)> = futures::stream::iter(missing.into_iter().map(|(i, f)| {
             let client = client.clone();
-            async move { FileIndex::fetch(&client, &f).await.map(|(x, b)| (i, x, b)) }
+            async move { FileIndex::fetch(&client, &f, whole).await.map(|(x, b)| (i, x, b)) }
         }))
         .buffer_unordered(INDEX_READS_IN_FLIGHT)
         .try_collect()
