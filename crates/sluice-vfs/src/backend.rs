@@ -46,6 +46,10 @@ pub trait Backend: Send + Sync + 'static {
     fn lag(&self) -> Option<Duration>;
     /// The redacted replica URL, for messages.
     fn description(&self) -> &str;
+    /// Hydration progress in percent; `None` without hydration.
+    fn hydration_progress(&self) -> Option<u8> {
+        None
+    }
 }
 
 impl Backend for Arc<Replica> {
@@ -73,5 +77,9 @@ impl Backend for Arc<Replica> {
 
     fn description(&self) -> &str {
         Replica::description(self)
+    }
+
+    fn hydration_progress(&self) -> Option<u8> {
+        Replica::hydration_progress(self)
     }
 }

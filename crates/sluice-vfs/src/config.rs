@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use crate::engine::ReadOptions;
+use crate::engine::{Hydration, ReadOptions};
 use sluice_config::{parse_duration, parse_size};
 
 use crate::error::{Error, Result};
@@ -25,6 +25,8 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     /// Write mode (off unless enabled).
     pub write: WriteConfig,
+    /// Hydration (off unless enabled): a local copy, then local reads.
+    pub hydration: Hydration,
 }
 
 /// What one database uses: its replica and read options.
@@ -36,6 +38,8 @@ pub struct DbSettings {
     pub read: ReadOptions,
     /// Write mode.
     pub write: WriteConfig,
+    /// Hydration.
+    pub hydration: Hydration,
 }
 
 /// Environment variables, each with the Litestream name it also accepts (so a deployment
@@ -79,6 +83,7 @@ impl Config {
             log_level: first(&ENV_LOG_LEVEL).map(|(_, v)| v.trim().to_string()),
             log_file: first(&ENV_LOG_FILE).map(|(_, v)| PathBuf::from(v)),
             write: WriteConfig::from_env(&get)?,
+            hydration: crate::hydrate_config::from_env(&get)?,
         })
     }
 
@@ -95,7 +100,8 @@ impl Config {
         apply_read_setting(&mut read, given(URI_POLL), Field::Poll)?;
         apply_read_setting(&mut read, given(URI_TIMEOUT), Field::Timeout)?;
         let write = self.write.with_uri(&param)?;
-        Ok(DbSettings { url, read, write })
+        let hydration = crate::hydrate_config::with_uri(&self.hydration, &param)?;
+        Ok(DbSettings { url, read, write, hydration })
     }
 }
 

@@ -1,3 +1,3 @@
 //! The engine's read path, which this crate presents to SQLite.
 
-pub use sluice_engine::read::{ReadOptions, Replica, View, parse_time};
+pub use sluice_engine::read::{Hydration, ReadOptions, Replica, View, parse_time};

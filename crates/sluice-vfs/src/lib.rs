@@ -29,6 +29,7 @@
 
 pub mod config;
 pub mod error;
+pub mod hydrate_config;
 pub mod write_config;
 
 mod backend;
@@ -50,7 +51,7 @@ use std::ffi::{c_char, c_int};
 pub use config::{Config, DbSettings};
 pub use error::{Error, Result};
 pub use ffi::{MIN_SQLITE_VERSION, VFS_NAME, sqlite3_sluicevfs_init};
-pub use sluice_engine::read::ReadOptions;
+pub use sluice_engine::read::{Hydration, ReadOptions};
 pub use write_config::{FsyncMode, WriteConfig};
 
 /// Sets the process-wide settings (instead of the environment) and returns the extension's

@@ -6,6 +6,7 @@
 //! | `PRAGMA sluice_time`, `sluice_time()` | RFC 3339 time (UTC, ms) of the state read |
 //! | `PRAGMA sluice_txid`, `sluice_txid()` | its TXID, 16 lower-case hex digits |
 //! | `PRAGMA sluice_lag`, `sluice_lag()` | whole seconds since the last successful poll, -1 before the first |
+//! | `PRAGMA sluice_hydration_progress`, `sluice_hydration_progress()` | percent of the local copy filled (100: reads are local), -1 without hydration |
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -28,6 +29,8 @@ pub enum Command {
     Txid,
     /// Report the poll lag.
     Lag,
+    /// Report hydration progress.
+    HydrationProgress,
     /// Write mode: sync now, report the replica's TXID.
     Sync,
     /// Write mode: unsynced transactions and bytes.
@@ -73,6 +76,7 @@ pub fn parse_pragma(name: &str, value: Option<&str>) -> Option<Command> {
         ("sluice_time", None) => Some(Command::Time),
         ("sluice_txid", _) => Some(Command::Txid),
         ("sluice_lag", _) => Some(Command::Lag),
+        ("sluice_hydration_progress", _) => Some(Command::HydrationProgress),
         ("sluice_write_enabled", _) => Some(Command::WriteEnabled),
         ("sluice_pending", _) => Some(Command::Pending),
         ("locking_mode", Some(v)) if v.trim().eq_ignore_ascii_case("exclusive") => Some(Command::LockingModeExclusive),
@@ -97,6 +101,7 @@ pub fn execute<B: Backend>(file: &mut DbFile<B>, cmd: &Command) -> Result<Answer
         Command::Lag => {
             Answer::Int(file.backend().lag().map_or(-1, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)))
         }
+        Command::HydrationProgress => Answer::Int(file.backend().hydration_progress().map_or(-1, i64::from)),
         Command::WriteEnabled => Answer::Int(0),
         // Read mode never writes: exclusive locking changes nothing.
         Command::LockingModeExclusive => return Ok(Answer::Pass),
@@ -126,6 +131,7 @@ pub fn execute_write(file: &mut WriteFile<WriterRef>, cmd: &Command) -> Result<A
         Command::Txid => Answer::Text(format!("{:016x}", w.replica().latest().txid.0)),
         // The writer refreshes its view itself: never behind.
         Command::Lag => Answer::Int(0),
+        Command::HydrationProgress => Answer::Int(w.replica().hydration_progress().map_or(-1, i64::from)),
         Command::WriteEnabled => Answer::Int(1),
         Command::Sync => {
             Answer::Text(format!("{:016x}", w.session().sync_now().map_err(|e| write_error("sync", e))?.0))

@@ -145,7 +145,8 @@ unsafe fn open_main(name: *const c_char, label: String) -> Result<Kind> {
     if settings.write.enabled {
         // An empty replica is a new database in write mode.
         let claim = NameClaim::claim(&label, &settings.url, true)?;
-        let replica = Replica::open_shared_with(&settings.url, settings.read, true).map_err(open_error)?;
+        let replica = Replica::open_shared_hydrated(&settings.url, settings.read, true, &settings.hydration)
+            .map_err(open_error)?;
         match WriterRef::acquire(&label, &settings, replica.clone()) {
             Ok((w, owner)) => {
                 tracing::info!("opened {label} for writing on replica {}", replica.description());
@@ -163,7 +164,8 @@ unsafe fn open_main(name: *const c_char, label: String) -> Result<Kind> {
         }
     }
     let claim = NameClaim::claim(&label, &settings.url, false)?;
-    let replica = Replica::open_shared(&settings.url, settings.read).map_err(open_error)?;
+    let replica =
+        Replica::open_shared_hydrated(&settings.url, settings.read, false, &settings.hydration).map_err(open_error)?;
     tracing::info!("opened {label} on replica {}", replica.description());
     Ok(Kind::Db { file: Box::new(DbFile::new(replica, label)), _held: Held::new(claim) })
 }

@@ -1,4 +1,5 @@
-//! The SQL functions `sluice_set_time`, `sluice_time`, `sluice_txid`, `sluice_lag`, added to
+//! The SQL functions `sluice_set_time`, `sluice_time`, `sluice_txid`, `sluice_lag`,
+//! `sluice_hydration_progress` and write mode's, added to
 //! every connection whose main database uses the VFS (by an auto-extension, as Litestream does).
 //! Each function finds the connection's main file through `SQLITE_FCNTL_FILE_POINTER` and runs
 //! a [`pragma::Command`] on it.
@@ -17,12 +18,13 @@ use crate::pragma::{Answer, Command};
 type SqlFn = unsafe extern "C" fn(*mut sqlite3_context, c_int, *mut *mut sqlite3_value);
 
 /// (name, number of arguments, extra flags, implementation)
-const FUNCTIONS: [(&CStr, c_int, c_int, SqlFn); 7] = [
+const FUNCTIONS: [(&CStr, c_int, c_int, SqlFn); 8] = [
     // Changes what the connection reads: not callable from triggers or views.
     (c"sluice_set_time", 1, func::DIRECTONLY, sql_set_time),
     (c"sluice_time", 0, 0, sql_time),
     (c"sluice_txid", 0, 0, sql_txid),
     (c"sluice_lag", 0, 0, sql_lag),
+    (c"sluice_hydration_progress", 0, 0, sql_hydration_progress),
     // Side effects (uploads, waiting): not from triggers or views either.
     (c"sluice_sync", 0, func::DIRECTONLY, sql_sync),
     (c"sluice_pending", 0, 0, sql_pending),
@@ -113,6 +115,11 @@ unsafe extern "C" fn sql_txid(ctx: *mut sqlite3_context, _argc: c_int, _argv: *m
 unsafe extern "C" fn sql_lag(ctx: *mut sqlite3_context, _argc: c_int, _argv: *mut *mut sqlite3_value) {
     // SAFETY: SQLite's function context.
     unsafe { run(ctx, "sluice_lag", Command::Lag) }
+}
+
+unsafe extern "C" fn sql_hydration_progress(ctx: *mut sqlite3_context, _argc: c_int, _argv: *mut *mut sqlite3_value) {
+    // SAFETY: SQLite's function context.
+    unsafe { run(ctx, "sluice_hydration_progress", Command::HydrationProgress) }
 }
 
 unsafe extern "C" fn sql_sync(ctx: *mut sqlite3_context, _argc: c_int, _argv: *mut *mut sqlite3_value) {
