@@ -2042,7 +2042,15 @@ def sc_hydration(ctx):
                           http=p.get("http", {}).get("requests"))
         if os.path.exists(hpath):
             REPORT.metric(S, f"{label}.hydration_file_mb", file_mb(hpath), "MB",
-                          meta_exists=os.path.exists(hpath + ".meta"))
+                          meta_exists=os.path.exists(hpath + ".meta") or os.path.exists(hpath + "-sluice-meta"))
+    # The tool's own restore of the same replica through the same proxy: what hydration
+    # should come close to.
+    out = os.path.join(ctx.workdir, "s5", "restored.db")
+    dt, r = ctx.tool.restore(Replica.s3(ctx.proxy_port, prefix), out, label="hydration-restore")
+    if r.returncode == 0:
+        REPORT.metric(S, "restore_same_replica_s", dt, "s", latency_ms=a.hydration_latency_ms)
+    else:
+        REPORT.note(S, f"restore of the hydration replica failed: {r.stderr.strip()[-300:]}")
     ctx.proxy.set_latency(0)
 
 

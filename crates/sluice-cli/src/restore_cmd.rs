@@ -85,6 +85,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         target,
         parallelism: usize::from(args.parallelism),
         overwrite: args.force,
+        durable: true,
         progress: Some(progress_reporter()),
     };
     let started = std::time::Instant::now();

@@ -38,7 +38,7 @@ fn assert_local_chain_rebuilds(meta: &MetaDir, db: &Path, dir: &Path) {
         let info = FileInfo { level: 0, min_txid: *min, max_txid: *max, size: 0, created_at: chrono::Utc::now() };
         image.apply(&info, File::open(meta.l0_path(*min, *max)).unwrap()).unwrap();
     }
-    image.finish().unwrap();
+    image.finish(true).unwrap();
     let want = sluice_testkit::hash::logical_sha256(db);
     assert_eq!(sluice_testkit::hash::logical_sha256(&out), want);
 }

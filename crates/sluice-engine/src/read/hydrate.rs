@@ -269,6 +269,8 @@ async fn fill(r: &Arc<Replica>, h: &Arc<Hydrator>, view: &View) -> Result<()> {
     let h2 = h.clone();
     let opts = RestoreOptions {
         overwrite: true,
+        // A crash leaves no record, so the next open rebuilds: no fsync needed here.
+        durable: false,
         progress: Some(Arc::new(move |done, _| h2.done_bytes.store(done, Ordering::Relaxed))),
         ..RestoreOptions::default()
     };

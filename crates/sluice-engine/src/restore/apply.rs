@@ -143,8 +143,9 @@ impl Image {
         Error::ChecksumChain { file: label.to_string(), which, expected, actual: self.db_value() }
     }
 
-    /// Sets the final length, checks no page is missing, and fsyncs. Returns (commit, page size).
-    pub fn finish(self) -> Result<(File, u32, u32)> {
+    /// Sets the final length, checks no page is missing, and fsyncs (when `durable`). Returns
+    /// (commit, page size).
+    pub fn finish(self, durable: bool) -> Result<(File, u32, u32)> {
         let lock = lock_pgno(self.page_size.max(512));
         for pgno in 1..=self.commit {
             if pgno != lock && !self.is_present(pgno) {
@@ -154,7 +155,9 @@ impl Image {
         let len = u64::from(self.commit) * u64::from(self.page_size);
         // set_len zero-fills growth, which also writes the lock page as zeros.
         self.file.set_len(len).map_err(|e| Error::io("truncate", &self.path, e))?;
-        self.file.sync_all().map_err(|e| Error::io("fsync", &self.path, e))?;
+        if durable {
+            self.file.sync_all().map_err(|e| Error::io("fsync", &self.path, e))?;
+        }
         Ok((self.file, self.commit, self.page_size))
     }
 }

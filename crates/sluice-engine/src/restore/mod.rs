@@ -34,11 +34,14 @@ pub struct RestoreOptions {
     pub overwrite: bool,
     /// Called as bytes arrive.
     pub progress: Option<Progress>,
+    /// Fsync the output and its directory (off only for a disposable copy such as a
+    /// hydration file, which records its state only after its own fsync).
+    pub durable: bool,
 }
 
 impl Default for RestoreOptions {
     fn default() -> Self {
-        RestoreOptions { target: Target::Latest, parallelism: 8, overwrite: false, progress: None }
+        RestoreOptions { target: Target::Latest, parallelism: 8, overwrite: false, progress: None, durable: true }
     }
 }
 
@@ -100,6 +103,7 @@ pub async fn restore_plan(
     let file = tmp_file.try_clone().map_err(|e| Error::io("open", &*tmp_path, e))?;
 
     let total: u64 = plan.iter().map(|f| f.size).sum();
+    let durable = opts.durable;
     let done = Arc::new(AtomicU64::new(0));
     let mut sources = fetch::prefetch(client.clone(), plan.clone(), opts.parallelism, done.clone());
     let mut image = apply::Image::new(file, tmp_path.to_path_buf());
@@ -114,11 +118,11 @@ pub async fn restore_plan(
         }
     }
     let (file, commit, page_size) =
-        tokio::task::spawn_blocking(move || image.finish()).await.map_err(|e| Error::Task(e.to_string()))??;
+        tokio::task::spawn_blocking(move || image.finish(durable)).await.map_err(|e| Error::Task(e.to_string()))??;
     drop(file);
     let out_owned = out.to_path_buf();
     let overwrite = opts.overwrite;
-    tokio::task::spawn_blocking(move || install(tmp_path, &out_owned, overwrite))
+    tokio::task::spawn_blocking(move || install(tmp_path, &out_owned, overwrite, durable))
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
     let txid = plan.last().map(|f| f.max_txid).unwrap_or_default();
@@ -158,7 +162,7 @@ fn check_output(out: &Path, overwrite: bool) -> Result<()> {
 }
 
 /// Renames the finished temp file into place and makes the rename durable.
-fn install(tmp: tempfile::TempPath, out: &Path, overwrite: bool) -> Result<()> {
+fn install(tmp: tempfile::TempPath, out: &Path, overwrite: bool, durable: bool) -> Result<()> {
     if overwrite {
         for side in sidecars(out) {
             match std::fs::remove_file(&side) {
@@ -173,6 +177,9 @@ fn install(tmp: tempfile::TempPath, out: &Path, overwrite: bool) -> Result<()> {
             std::io::ErrorKind::AlreadyExists => Error::OutputExists { path: out.to_path_buf() },
             _ => Error::io("rename into", out, e.error),
         })?;
+    }
+    if !durable {
+        return Ok(());
     }
     let dir = parent_dir(out);
     std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
