@@ -94,11 +94,14 @@ pub enum Error {
         /// Final size in pages.
         commit: u32,
     },
-    /// A kept hydration file is in use by another process.
-    #[error("hydration file {path} is in use by another process (each kept file serves one process)")]
+    /// A kept hydration file is in use by another process, or in this one by another
+    /// replica or other read settings.
+    #[error("hydration file {path} is in use by {holder} (each kept file serves one replica in one process)")]
     HydrationInUse {
         /// The hydration file.
         path: PathBuf,
+        /// Who holds it.
+        holder: &'static str,
     },
     /// The output already exists.
     #[error("output {path} already exists; refusing to overwrite it")]

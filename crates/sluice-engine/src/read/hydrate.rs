@@ -53,8 +53,8 @@ pub(crate) struct Hydrator {
     kept: bool,
     /// Temp mode: the private directory, removed on drop.
     _dir: Option<tempfile::TempDir>,
-    /// Kept mode: the lock that keeps other processes out.
-    _lock: Option<File>,
+    /// Kept mode: the lock that keeps other processes out, and its key in [`held_here`].
+    lock: Mutex<Option<(File, PathBuf)>>,
     local: RwLock<Local>,
     complete: AtomicBool,
     done_bytes: AtomicU64,
@@ -106,15 +106,24 @@ impl Hydrator {
                     .write(true)
                     .open(&lock_path)
                     .map_err(|e| Error::io("create", &lock_path, e))?;
-                lock.try_lock().map_err(|_| Error::HydrationInUse { path: path.clone() })?;
-                (path.clone(), true, None, Some(lock))
+                // flock conflicts between two opens in one process too: tell the cases apart.
+                let key = std::fs::canonicalize(&lock_path).unwrap_or(lock_path);
+                if held_here().contains(&key) {
+                    return Err(Error::HydrationInUse {
+                        path: path.clone(),
+                        holder: "this process (another replica URL or other read settings)",
+                    });
+                }
+                lock.try_lock().map_err(|_| Error::HydrationInUse { path: path.clone(), holder: "another process" })?;
+                held_here().insert(key.clone());
+                (path.clone(), true, None, Some((lock, key)))
             }
         };
         Ok(Some(Hydrator {
             path,
             kept,
             _dir: dir,
-            _lock: lock,
+            lock: Mutex::new(lock),
             local: RwLock::new(Local { file: None, txid: TxId(0), page_size: 0, commit: 0, timestamp_ms: 0 }),
             complete: AtomicBool::new(false),
             done_bytes: AtomicU64::new(0),
@@ -169,17 +178,43 @@ impl Hydrator {
     }
 
     /// Stops the task and, for a kept file that is complete, writes its record.
+    /// The lock goes at once, not when the aborted task lets go of this: a reopen right after
+    /// a close must find the file free. (Should an apply still land after the record, the
+    /// next open finds the checksum off and rebuilds.)
     pub(crate) fn close(&self) {
         self.stopped.store(true, Ordering::Release);
         self.wake.notify_one();
-        if !self.kept || !self.is_complete() {
-            return;
+        if self.kept && self.is_complete() {
+            let local = self.local.write().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = write_meta(&self.path, &local) {
+                tracing::warn!(file = %self.path.display(), error = %e, "cannot record the hydration file; the next open rebuilds it");
+            }
         }
-        let local = self.local.write().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = write_meta(&self.path, &local) {
-            tracing::warn!(file = %self.path.display(), error = %e, "cannot record the hydration file; the next open rebuilds it");
+        self.unlock();
+    }
+}
+
+impl Hydrator {
+    /// Lets another open (here or in another process) have the kept file.
+    fn unlock(&self) {
+        if let Some((file, key)) = self.lock.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            held_here().remove(&key);
+            drop(file);
         }
     }
+}
+
+impl Drop for Hydrator {
+    fn drop(&mut self) {
+        self.unlock();
+    }
+}
+
+/// Kept files this process holds (by their lock file's canonical path).
+fn held_here() -> std::sync::MutexGuard<'static, std::collections::HashSet<PathBuf>> {
+    static HELD: std::sync::LazyLock<Mutex<std::collections::HashSet<PathBuf>>> =
+        std::sync::LazyLock::new(Default::default);
+    HELD.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The background task: fill (or reuse) the local copy, then apply each new file.
