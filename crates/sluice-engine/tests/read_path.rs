@@ -24,8 +24,9 @@ use sluice_testkit::fixtures::{all_fixture_names, copy_replica_to, load_manifest
 use sluice_testkit::hash::sha256_hex;
 use sluice_testkit::process::wait_until;
 
+/// The remote read path itself: no automatic hydration (tested on its own below).
 fn opts() -> ReadOptions {
-    ReadOptions { poll_interval: Duration::from_millis(50), ..ReadOptions::default() }
+    ReadOptions { poll_interval: Duration::from_millis(50), auto_hydrate_bytes: 0, ..ReadOptions::default() }
 }
 
 fn file_client(dir: &Path) -> ReplicaClient {
@@ -195,6 +196,42 @@ fn random_reads_fetch_the_block_around_them() {
     eprintln!("300 random reads in {} blocks of 16 pages: {gets} ranged GETs", blocks.len());
     assert!(gets <= blocks.len() as u64, "at most one request per block: {gets} for {} blocks", blocks.len());
     assert!(gets < 300);
+}
+
+#[test]
+fn a_database_read_again_and_again_is_hydrated_automatically() {
+    let tmp = tempfile::tempdir().unwrap();
+    snapshot_replica(tmp.path(), 3000, 4096);
+    let (client, faulty) = faulty_client(tmp.path(), 1, 6);
+    let o = ReadOptions { auto_hydrate_bytes: 64 << 20, ..opts() };
+    let r = Replica::open(client, o).unwrap();
+    let v = r.latest();
+    let mut buf = vec![0u8; 4096];
+    let check =
+        |p: u32, buf: &[u8]| buf.iter().enumerate().all(|(i, b)| *b == (p.wrapping_mul(31) ^ (i as u32 / 64)) as u8);
+    assert_eq!(r.hydration_progress(), None, "no hydration before reads keep going to storage");
+    for i in 0..100u32 {
+        let pgno = (i * 7919) % 3000 + 1;
+        r.read_page(&v, pgno, &mut buf).unwrap();
+        assert!(check(pgno, &buf));
+    }
+    assert!(r.hydration_progress().is_some(), "random reads started hydration");
+    assert!(wait_until(Duration::from_secs(30), || r.hydration_progress() == Some(100)), "hydration completed");
+    faulty.reset_counts();
+    for pgno in (1..=3000).step_by(7) {
+        r.read_page(&v, pgno, &mut buf).unwrap();
+        assert!(check(pgno, &buf), "page {pgno}");
+    }
+    let c = faulty.counts();
+    assert_eq!(c.get + c.get_range, 0, "reads are local now: {c:?}");
+
+    // Larger than the limit: never.
+    let (client, _) = faulty_client(tmp.path(), 1, 6);
+    let r = Replica::open(client, ReadOptions { auto_hydrate_bytes: 1 << 20, ..opts() }).unwrap();
+    for i in 0..100u32 {
+        r.read_page(&v, (i * 7919) % 3000 + 1, &mut buf).unwrap();
+    }
+    assert_eq!(r.hydration_progress(), None, "a 12 MB database is past a 1 MB limit");
 }
 
 #[test]

@@ -48,6 +48,7 @@ const ENV_URL: [&str; 2] = ["SLUICE_REPLICA_URL", "LITESTREAM_REPLICA_URL"];
 const ENV_CACHE: [&str; 1] = ["SLUICE_CACHE_SIZE"];
 const ENV_POLL: [&str; 1] = ["SLUICE_POLL_INTERVAL"];
 const ENV_TIMEOUT: [&str; 1] = ["SLUICE_READ_TIMEOUT"];
+const ENV_AUTO_HYDRATE: [&str; 1] = ["SLUICE_AUTO_HYDRATE"];
 const ENV_LOG_LEVEL: [&str; 2] = ["SLUICE_LOG_LEVEL", "LITESTREAM_LOG_LEVEL"];
 const ENV_LOG_FILE: [&str; 2] = ["SLUICE_LOG_FILE", "LITESTREAM_LOG_FILE"];
 
@@ -60,6 +61,8 @@ pub const URI_CACHE: &str = "cache_size";
 pub const URI_POLL: &str = "poll";
 /// Read deadline (`10s`).
 pub const URI_TIMEOUT: &str = "timeout";
+/// Automatic hydration limit (`1GB`, `0` or `off`).
+pub const URI_AUTO_HYDRATE: &str = "auto_hydrate";
 
 impl Config {
     /// Reads the settings from the process environment.
@@ -77,6 +80,7 @@ impl Config {
         apply_read_setting(&mut read, first(&ENV_CACHE), Field::Cache)?;
         apply_read_setting(&mut read, first(&ENV_POLL), Field::Poll)?;
         apply_read_setting(&mut read, first(&ENV_TIMEOUT), Field::Timeout)?;
+        apply_read_setting(&mut read, first(&ENV_AUTO_HYDRATE), Field::AutoHydrate)?;
         Ok(Config {
             replica_url: first(&ENV_URL).map(|(_, v)| v.trim().to_string()),
             read,
@@ -99,6 +103,7 @@ impl Config {
         apply_read_setting(&mut read, given(URI_CACHE), Field::Cache)?;
         apply_read_setting(&mut read, given(URI_POLL), Field::Poll)?;
         apply_read_setting(&mut read, given(URI_TIMEOUT), Field::Timeout)?;
+        apply_read_setting(&mut read, given(URI_AUTO_HYDRATE), Field::AutoHydrate)?;
         let write = self.write.with_uri(&param)?;
         let hydration = crate::hydrate_config::with_uri(&self.hydration, &param)?;
         Ok(DbSettings { url, read, write, hydration })
@@ -109,6 +114,7 @@ enum Field {
     Cache,
     Poll,
     Timeout,
+    AutoHydrate,
 }
 
 fn apply_read_setting(read: &mut ReadOptions, setting: Option<(String, String)>, field: Field) -> Result<()> {
@@ -120,6 +126,12 @@ fn apply_read_setting(read: &mut ReadOptions, setting: Option<(String, String)>,
         Field::Cache => read.cache_bytes = parse_size(&value).map_err(bad)?,
         Field::Poll => read.poll_interval = positive(parse_duration(&value).map_err(bad)?).map_err(bad)?,
         Field::Timeout => read.read_timeout = positive(parse_duration(&value).map_err(bad)?).map_err(bad)?,
+        Field::AutoHydrate => {
+            read.auto_hydrate_bytes = match value.trim().to_ascii_lowercase().as_str() {
+                "off" | "false" | "no" => 0,
+                v => parse_size(v).map_err(bad)?,
+            }
+        }
     }
     Ok(())
 }
@@ -215,6 +227,11 @@ mod tests {
         let s = base.for_database("app.db", lookup(&[("cache_size", "2MiB"), ("timeout", "3s")])).unwrap();
         assert_eq!((s.url.as_str(), s.read.cache_bytes), ("s3://b/a", 2 << 20));
         assert_eq!(s.read.read_timeout, Duration::from_secs(3));
+        assert_eq!(s.read.auto_hydrate_bytes, 1 << 30, "automatic hydration up to 1 GiB by default");
+        let s = base.for_database("app.db", lookup(&[("auto_hydrate", "off")])).unwrap();
+        assert_eq!(s.read.auto_hydrate_bytes, 0);
+        let env = Config::from_lookup(lookup(&[("SLUICE_AUTO_HYDRATE", "64MB")])).unwrap();
+        assert_eq!(env.read.auto_hydrate_bytes, 64_000_000);
     }
 
     #[test]

@@ -38,7 +38,8 @@ fn setup(fixture: &'static str, timeout: &'static str) -> Setup {
     let upstream = s3::endpoint().trim_start_matches("http://").to_string();
     let proxy = Proxy::start(&upstream).expect("start proxy");
     let url = format!("s3://{bucket}/db?endpoint={}&region={}&forcePathStyle=true", proxy.endpoint(), s3::REGION);
-    let params = vec![("cache_size", "1"), ("timeout", timeout), ("poll", "200ms")];
+    // No cache and no automatic hydration: every read goes to storage and meets the faults.
+    let params = vec![("cache_size", "1"), ("auto_hydrate", "off"), ("timeout", timeout), ("poll", "200ms")];
     let conn = vfs::open(&url, &params).unwrap();
     assert_eq!(content_of(&conn).unwrap(), expected, "healthy storage");
     Setup { proxy, url, params, conn, expected, fixture }

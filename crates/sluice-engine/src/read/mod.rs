@@ -38,6 +38,10 @@ pub use replica::Replica;
 pub use time::parse_time;
 pub use view::View;
 
+/// Default limit of automatic hydration: 1 GiB, a download worth making to spare a workload
+/// thousands of round trips.
+pub const DEFAULT_AUTO_HYDRATE_BYTES: u64 = 1 << 30;
+
 /// Settings of a replica opened for reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ReadOptions {
@@ -47,6 +51,9 @@ pub struct ReadOptions {
     pub poll_interval: Duration,
     /// Deadline of every remote read; past it the caller gets [`Error::ReadTimeout`].
     pub read_timeout: Duration,
+    /// Hydrate automatically (a private temp file) a database of at most this many bytes once
+    /// reads keep going to storage; 0 turns it off.
+    pub auto_hydrate_bytes: u64,
 }
 
 impl Default for ReadOptions {
@@ -55,6 +62,7 @@ impl Default for ReadOptions {
             cache_bytes: 16 << 20,
             poll_interval: Duration::from_secs(1),
             read_timeout: Duration::from_secs(10),
+            auto_hydrate_bytes: DEFAULT_AUTO_HYDRATE_BYTES,
         }
     }
 }

@@ -15,6 +15,9 @@ use super::{ReadOptions, block_on, runtime};
 use crate::error::{Error, Result};
 use crate::restore::{self, Target};
 
+/// Pages read from storage after which automatic hydration starts: a workload, not a glance.
+const AUTO_HYDRATE_AFTER: u64 = 64;
+
 /// Open replicas of this process, by URL and options.
 type Registry = Mutex<HashMap<(String, ReadOptions, Hydration), Weak<Replica>>>;
 
@@ -39,13 +42,15 @@ pub struct Replica {
     /// writer refreshes the view itself after each upload instead of polling.
     writing: std::sync::atomic::AtomicBool,
     /// The local copy, when hydration is on, and its background task.
-    hydrator: Option<Arc<Hydrator>>,
+    hydrator: std::sync::OnceLock<Arc<Hydrator>>,
+    /// Pages read from storage (for automatic hydration).
+    remote_reads: std::sync::atomic::AtomicU64,
     hydrate_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Drop for Replica {
     fn drop(&mut self) {
-        if let Some(h) = &self.hydrator {
+        if let Some(h) = self.hydrator.get() {
             if let Some(t) = self.hydrate_task.lock().unwrap_or_else(|p| p.into_inner()).take() {
                 t.abort();
             }
@@ -138,13 +143,13 @@ impl Replica {
             last_poll: Mutex::new(Some(Instant::now())),
             poll_failing: Mutex::new(false),
             writing: std::sync::atomic::AtomicBool::new(false),
-            hydrator: hydrator.clone(),
+            hydrator: hydrator.clone().map(std::sync::OnceLock::from).unwrap_or_default(),
+            remote_reads: std::sync::atomic::AtomicU64::new(0),
             hydrate_task: Mutex::new(None),
         });
         runtime().spawn(poll_loop(Arc::downgrade(&replica), opts.poll_interval));
         if let Some(h) = hydrator {
-            let task = runtime().spawn(hydrate::run(Arc::downgrade(&replica), h));
-            *replica.hydrate_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+            replica.start_hydration(h);
         }
         Ok(replica)
     }
@@ -152,7 +157,38 @@ impl Replica {
     /// Hydration progress in percent of the plan's bytes (100 once reads are local); `None`
     /// without hydration.
     pub fn hydration_progress(&self) -> Option<u8> {
-        self.hydrator.as_ref().map(|h| h.progress())
+        self.hydrator.get().map(|h| h.progress())
+    }
+
+    fn start_hydration(self: &Arc<Self>, h: Arc<Hydrator>) {
+        let task = runtime().spawn(hydrate::run(Arc::downgrade(self), h));
+        *self.hydrate_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+    }
+
+    /// Automatic hydration ([`ReadOptions::auto_hydrate_bytes`]): a database no larger than
+    /// the limit that keeps needing pages from storage is copied to a private temp file in
+    /// the background, as with `Hydration::Temp`.
+    fn note_remote_read(self: &Arc<Self>, view: &View) {
+        let limit = self.opts.auto_hydrate_bytes;
+        if limit == 0 || self.hydrator.get().is_some() || view.file_size() > limit {
+            return;
+        }
+        let n = self.remote_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if n != AUTO_HYDRATE_AFTER {
+            return;
+        }
+        match Hydrator::new(&Hydration::Temp) {
+            Ok(Some(h)) => {
+                let h = Arc::new(h);
+                if self.hydrator.set(h.clone()).is_ok() {
+                    tracing::info!(replica = %self.description(), bytes = view.file_size(), reads = n,
+                        "hydrating in the background: the database is within auto-hydrate and keeps being read from storage");
+                    self.start_hydration(h);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(replica = %self.description(), error = %e, "cannot start automatic hydration"),
+        }
     }
 
     /// The hydrated copy serves reads: the page cache is no longer needed.
@@ -202,7 +238,7 @@ impl Replica {
         if buf.len() != view.page_size as usize {
             return Err(Error::Task(format!("read of {} bytes from {}-byte pages", buf.len(), view.page_size)));
         }
-        if let Some(h) = &self.hydrator
+        if let Some(h) = self.hydrator.get()
             && h.read(view, pgno, buf, self.description())?
         {
             return Ok(());
@@ -213,6 +249,7 @@ impl Replica {
             buf.copy_from_slice(&page);
             return Ok(());
         }
+        self.note_remote_read(view);
         let (me, v) = (self.clone(), view.clone());
         let page = block_on(
             async move { me.fetcher.page(&me.client, &v, pgno).await },
@@ -288,7 +325,7 @@ impl Replica {
             return Ok(());
         }
         // A hydrated reader applies new files whole: one request per file, bytes handed over.
-        let hydrated = self.hydrator.as_ref().filter(|h| h.wants_whole_files());
+        let hydrated = self.hydrator.get().filter(|h| h.wants_whole_files());
         let head = |x: &FileIndex, bytes: &bytes::Bytes| {
             self.fetcher.seed(x, bytes);
             if let Some(h) = hydrated
@@ -314,7 +351,7 @@ impl Replica {
         if view.txid > current.txid {
             tracing::debug!(replica = %self.description(), txid = %view.txid, pages = view.commit, "new view");
             *self.latest.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
-            if let Some(h) = &self.hydrator {
+            if let Some(h) = self.hydrator.get() {
                 h.wake.notify_one();
             }
         }

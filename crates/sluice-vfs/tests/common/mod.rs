@@ -82,3 +82,39 @@ pub fn target_of(case: &RestoreCase) -> Target {
 pub fn file_url(dir: &Path) -> String {
     format!("file://{}", dir.display())
 }
+
+/// `(min, max)` TXID ranges of the replica's LTX files at `level`, sorted (the listing
+/// `sluice restore` plans from).
+#[allow(dead_code)]
+pub fn level_ranges(url: &str, level: u8) -> Vec<(u64, u64)> {
+    let client = ReplicaClient::from_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let files = rt.block_on(client.list_level(level)).unwrap_or_else(|e| panic!("list level {level} of {url}: {e}"));
+    let mut ranges: Vec<(u64, u64)> = files.iter().map(|f| (f.min_txid.0, f.max_txid.0)).collect();
+    ranges.sort_unstable();
+    ranges
+}
+
+/// Asserts that the level-0 files of `url` form one chain starting at TXID 1 (each file
+/// starts right after the previous one ends: no gap, no overlap, no two files for one TXID,
+/// i.e. no fork) and returns the TXID it ends at.
+#[allow(dead_code)]
+#[track_caller]
+pub fn assert_one_l0_chain(url: &str) -> u64 {
+    let ranges = level_ranges(url, 0);
+    assert!(!ranges.is_empty(), "{url} has no level-0 file");
+    assert_eq!(ranges[0].0, 1, "the level-0 chain of {url} does not start at TXID 1: {ranges:x?}");
+    for w in ranges.windows(2) {
+        assert_eq!(
+            w[1].0,
+            w[0].1 + 1,
+            "level-0 files {:x?} then {:x?} of {url}: a gap, an overlap or a fork",
+            w[0],
+            w[1]
+        );
+    }
+    for r in &ranges {
+        assert!(r.0 <= r.1, "level-0 file {r:x?} of {url} ends before it starts");
+    }
+    ranges[ranges.len() - 1].1
+}
