@@ -36,6 +36,8 @@ struct Shared {
     stalled: AtomicBool,
     /// Requests cut so far.
     cuts: AtomicU64,
+    /// Bytes the server sent to clients (responses, headers included).
+    bytes_down: AtomicU64,
 }
 
 impl Proxy {
@@ -53,6 +55,11 @@ impl Proxy {
     /// The port clients connect to.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Bytes the server has sent through the proxy so far (what clients downloaded).
+    pub fn bytes_down(&self) -> u64 {
+        self.shared.bytes_down.load(Ordering::Relaxed)
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -145,7 +152,8 @@ fn forward(client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>) {
     };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     shared.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, [c3, s3]);
-    let back = std::thread::spawn(move || pipe(s2, c2));
+    let counter = shared.clone();
+    let back = std::thread::spawn(move || pipe(s2, c2, &counter.bytes_down));
     std::thread::spawn(move || {
         requests(client, server, &shared);
         let _ = back.join();
@@ -153,8 +161,19 @@ fn forward(client: TcpStream, upstream: SocketAddr, shared: Arc<Shared>) {
     });
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    let _ = io::copy(&mut from, &mut to);
+fn pipe(mut from: TcpStream, mut to: TcpStream, bytes: &AtomicU64) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                bytes.fetch_add(n as u64, Ordering::Relaxed);
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
     let _ = to.shutdown(Shutdown::Write);
 }
 
