@@ -157,10 +157,13 @@ impl LocalFile {
         self.file.set_len(size).map_err(|e| Error::io("truncate", &self.path, e))
     }
 
-    /// Flushes to disk. Journals of a read-only database protect nothing durable, but SQLite
-    /// asks, and honouring it costs little for these small files.
+    /// Nothing to do: these files never need to survive a crash. A read-only database's
+    /// journal protects nothing; in write mode a transaction's atomicity and durability come
+    /// from the write buffer's commit record, and a crash leaves no hot journal behind (the
+    /// private directory is this process's own and goes with it). Two fsyncs per commit were
+    /// most of a write-mode commit's time.
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_data().map_err(|e| Error::io("sync", &self.path, e))
+        Ok(())
     }
 
     /// Current length.

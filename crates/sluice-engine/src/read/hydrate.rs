@@ -62,6 +62,9 @@ pub(crate) struct Hydrator {
     /// The poller published a new view.
     pub(crate) wake: Notify,
     stopped: AtomicBool,
+    /// The last catch-up failed: the poller stops handing over whole files (they would pile
+    /// up in memory); the next catch-up fetches what it needs.
+    failing: AtomicBool,
     /// Whole new files the poller read, waiting to be applied.
     stash: Mutex<HashMap<FileId, Bytes>>,
 }
@@ -130,6 +133,7 @@ impl Hydrator {
             total_bytes: AtomicU64::new(0),
             wake: Notify::new(),
             stopped: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
             stash: Mutex::new(HashMap::new()),
         }))
     }
@@ -169,7 +173,7 @@ impl Hydrator {
 
     /// Whether the poller should read new files whole and hand them over.
     pub(crate) fn wants_whole_files(&self) -> bool {
-        self.is_complete()
+        self.is_complete() && !self.failing.load(Ordering::Relaxed)
     }
 
     /// A new file the poller read whole.
@@ -227,10 +231,13 @@ pub(crate) async fn run(replica: Weak<Replica>, h: Arc<Hydrator>) {
         match step {
             Ok(()) => {
                 failures = 0;
+                h.failing.store(false, Ordering::Relaxed);
                 h.wake.notified().await;
             }
             Err(e) => {
                 failures += 1;
+                h.failing.store(true, Ordering::Relaxed);
+                h.stash.lock().unwrap_or_else(|p| p.into_inner()).clear();
                 if failures == 1 {
                     tracing::warn!(file = %h.path.display(), error = %e, "hydration failed; retrying (reads go to the replica meanwhile)");
                 }

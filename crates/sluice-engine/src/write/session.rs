@@ -207,9 +207,16 @@ impl WriteSession {
         st.buffer.as_ref().map_or_else(|| self.replica.latest().page_size, WriteBuffer::page_size)
     }
 
-    /// Committed transactions and bytes not yet synced.
+    /// Committed transactions and bytes not yet in the replica: those still in the buffer,
+    /// plus those a sync moved into local files that are not uploaded yet (an outage).
     pub fn pending(&self) -> (u64, u64) {
-        self.state().buffer.as_ref().map_or((0, 0), WriteBuffer::pending)
+        let (txns, bytes) = self.state().buffer.as_ref().map_or((0, 0), WriteBuffer::pending);
+        let m = self.writer.metrics();
+        let local = m.local_txid.load(std::sync::atomic::Ordering::Relaxed);
+        let unuploaded = local.saturating_sub(self.writer.remote_max().0);
+        let unuploaded_bytes =
+            if unuploaded > 0 { m.pending_bytes.load(std::sync::atomic::Ordering::Relaxed) } else { 0 };
+        (txns + unuploaded, bytes + unuploaded_bytes)
     }
 
     /// Syncs now and uploads; the replica's TXID afterwards. Blocking.
@@ -343,7 +350,8 @@ async fn sync_loop(
             _ = stop.changed() => return,
         }
         let Some(s) = session.upgrade() else { return };
-        if s.pending().0 == 0 {
+        // Only new commits call for a sync: uploads of earlier ones are the writer's to retry.
+        if s.state().buffer.as_ref().is_none_or(|b| b.pending().0 == 0) {
             continue;
         }
         if let Err(e) = s.sync().await {
