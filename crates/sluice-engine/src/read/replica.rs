@@ -15,8 +15,12 @@ use super::{ReadOptions, block_on, runtime};
 use crate::error::{Error, Result};
 use crate::restore::{self, Target};
 
-/// Pages read from storage after which automatic hydration starts: a workload, not a glance.
-const AUTO_HYDRATE_AFTER: u64 = 64;
+/// Pages read from storage after which automatic hydration starts: about one per 4 MiB of
+/// database (a round trip costs about what a few megabytes of a download do), at least 16 —
+/// a workload, not a glance — and at most 1,024.
+fn auto_hydrate_after(db_bytes: u64) -> u64 {
+    (db_bytes / (4 << 20)).clamp(16, 1024)
+}
 
 /// Open replicas of this process, by URL and options.
 type Registry = Mutex<HashMap<(String, ReadOptions, Hydration), Weak<Replica>>>;
@@ -174,7 +178,7 @@ impl Replica {
             return;
         }
         let n = self.remote_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if n != AUTO_HYDRATE_AFTER {
+        if n != auto_hydrate_after(view.file_size()) {
             return;
         }
         match Hydrator::new(&Hydration::Temp) {
