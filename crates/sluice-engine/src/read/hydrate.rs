@@ -320,6 +320,11 @@ async fn fill(r: &Arc<Replica>, h: &Arc<Hydrator>, view: &View) -> Result<()> {
     // The old copy stays readable until the new one is in place.
     let summary = restore::restore_plan(r.client(), plan, &h.path, &opts).await?;
     let file = open_rw(&h.path)?;
+    if !h.kept {
+        // Only the descriptor is needed: the copy goes with the process however it ends,
+        // even one that never closes its connections.
+        let _ = std::fs::remove_file(&h.path);
+    }
     let mut local = h.local.write().unwrap_or_else(|p| p.into_inner());
     *local = Local {
         file: Some(file),
