@@ -61,7 +61,7 @@ pub const URI_CACHE: &str = "cache_size";
 pub const URI_POLL: &str = "poll";
 /// Read deadline (`10s`).
 pub const URI_TIMEOUT: &str = "timeout";
-/// Automatic hydration limit (`1GB`, `0` or `off`).
+/// Automatic hydration limit (`256MiB`, `0` or `off`).
 pub const URI_AUTO_HYDRATE: &str = "auto_hydrate";
 
 impl Config {
@@ -227,7 +227,7 @@ mod tests {
         let s = base.for_database("app.db", lookup(&[("cache_size", "2MiB"), ("timeout", "3s")])).unwrap();
         assert_eq!((s.url.as_str(), s.read.cache_bytes), ("s3://b/a", 2 << 20));
         assert_eq!(s.read.read_timeout, Duration::from_secs(3));
-        assert_eq!(s.read.auto_hydrate_bytes, 1 << 30, "automatic hydration up to 1 GiB by default");
+        assert_eq!(s.read.auto_hydrate_bytes, 256 << 20, "automatic hydration up to 256 MiB by default");
         let s = base.for_database("app.db", lookup(&[("auto_hydrate", "off")])).unwrap();
         assert_eq!(s.read.auto_hydrate_bytes, 0);
         let env = Config::from_lookup(lookup(&[("SLUICE_AUTO_HYDRATE", "64MB")])).unwrap();

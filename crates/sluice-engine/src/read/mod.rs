@@ -38,9 +38,10 @@ pub use replica::Replica;
 pub use time::parse_time;
 pub use view::View;
 
-/// Default limit of automatic hydration: 1 GiB, a download worth making to spare a workload
+/// Default limit of automatic hydration: 256 MiB (the copy lives in the temp directory, which
+/// may be memory-backed), a download worth making to spare a workload
 /// thousands of round trips.
-pub const DEFAULT_AUTO_HYDRATE_BYTES: u64 = 1 << 30;
+pub const DEFAULT_AUTO_HYDRATE_BYTES: u64 = 256 << 20;
 
 /// Settings of a replica opened for reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
