@@ -3,7 +3,7 @@
 //! # Layout
 //! - `args`: Litestream-style single-dash long flags, rewritten to GNU style.
 //! - `replica`: which replica a command means (URL, directory, or config lookup).
-//! - `ltx_cmd`, `restore_cmd`: the subcommands.
+//! - `ltx_cmd`, `restore_cmd`, `replicate_cmd`, `sync_cmd`, `databases_cmd`: the subcommands.
 //! - `logging`: tracing subscriber from `--log-level` / `SLUICE_LOG_LEVEL` / `LOG_LEVEL`.
 
 use std::process::ExitCode;
@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 mod args;
 mod daemon;
+mod databases_cmd;
 mod logging;
 mod ltx_cmd;
 mod malloc;
@@ -41,6 +42,10 @@ enum Command {
     Replicate(replicate_cmd::Args),
     /// Ask a running daemon to sync a database now.
     Sync(sync_cmd::Args),
+    /// List the databases a config file replicates, and their replicas.
+    Databases(databases_cmd::Args),
+    /// Print the version.
+    Version,
 }
 
 fn main() -> ExitCode {
@@ -62,6 +67,11 @@ fn main() -> ExitCode {
             Command::Restore(args) => restore_cmd::run(args).await,
             Command::Replicate(args) => replicate_cmd::run(args).await,
             Command::Sync(args) => sync_cmd::run(args).await,
+            Command::Databases(args) => databases_cmd::run(args).await,
+            Command::Version => {
+                println!("sluice v{}", env!("CARGO_PKG_VERSION"));
+                Ok(ExitCode::SUCCESS)
+            }
         }
     });
     match result {

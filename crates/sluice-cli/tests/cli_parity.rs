@@ -1,0 +1,48 @@
+//! Litestream's informational commands: `version`, and `databases` (the config's databases
+//! and their replicas, credentials never shown; a missing config is an error naming it).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ok, run, sluice, text};
+
+/// Safety net for one CLI run (not a timing assertion); used by `common::run`.
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[test]
+fn version_prints_the_package_version() {
+    let out = ok(&run(sluice().arg("version")), "sluice version");
+    assert_eq!(out.trim(), format!("sluice v{}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn databases_lists_the_config_without_credentials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("litestream.yml");
+    let replica = tmp.path().join("replica");
+    std::fs::write(
+        &config,
+        format!(
+            "dbs:\n  - path: /var/lib/app.db\n    replica:\n      url: file://{}\n  - path: /var/lib/other.db\n    \
+             replica:\n      type: s3\n      bucket: b2\n      path: other\n      region: eu-west-1\n      \
+             access-key-id: AKIAEXAMPLEKEY\n      secret-access-key: s3cr3t-value\n",
+            replica.display()
+        ),
+    )
+    .unwrap();
+    // Litestream's single-dash spelling works too.
+    let out = ok(&run(sluice().arg("databases").arg("-config").arg(&config)), "sluice databases");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with("path") && lines[0].ends_with("replica"), "{out}");
+    assert!(lines[1].starts_with("/var/lib/app.db") && lines[1].ends_with(&format!("file://{}", replica.display())));
+    assert!(lines[2].starts_with("/var/lib/other.db") && lines[2].contains("s3://b2/other"), "{out}");
+    assert!(!out.contains("s3cr3t") && !out.contains("AKIAEXAMPLEKEY"), "credentials are never printed: {out}");
+
+    let missing = tmp.path().join("missing.yml");
+    let r = run(sluice().arg("databases").arg("--config").arg(&missing));
+    assert!(!r.status.success());
+    let err = text(&r.stderr);
+    assert!(err.contains("missing.yml") && err.contains("not found"), "{err}");
+}
