@@ -22,6 +22,9 @@ pub struct Args {
     /// Config file, for a database path.
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// With a replica: one JSON object per file, one per line, instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -85,22 +88,26 @@ async fn list_replica(target: &str, args: &Args) -> Result<ExitCode> {
         vec![args.level.parse().ok().filter(|l| *l <= 9).with_context(|| format!("invalid --level {:?}", args.level))?]
     };
     let mut out = std::io::stdout().lock();
-    writeln!(out, "level\tmin_txid\tmax_txid\tsize\tcreated")?;
+    if !args.json {
+        writeln!(out, "level\tmin_txid\tmax_txid\tsize\tcreated")?;
+    }
     for level in levels {
         let files = client
             .list_level(level)
             .await
             .with_context(|| format!("list level {level} of {}", client.description()))?;
         for f in files {
-            writeln!(
-                out,
-                "{}\t{}\t{}\t{}\t{}",
-                f.level,
-                f.min_txid,
-                f.max_txid,
-                f.size,
-                f.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            )?;
+            let created = f.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            if args.json {
+                // TXIDs as in file names; every value is plain, so no escaping is needed.
+                writeln!(
+                    out,
+                    "{{\"level\":{},\"min_txid\":\"{}\",\"max_txid\":\"{}\",\"size\":{},\"created\":\"{created}\"}}",
+                    f.level, f.min_txid, f.max_txid, f.size
+                )?;
+                continue;
+            }
+            writeln!(out, "{}\t{}\t{}\t{}\t{}", f.level, f.min_txid, f.max_txid, f.size, created)?;
         }
     }
     Ok(ExitCode::SUCCESS)

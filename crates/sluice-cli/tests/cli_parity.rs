@@ -46,3 +46,30 @@ fn databases_lists_the_config_without_credentials() {
     let err = text(&r.stderr);
     assert!(err.contains("missing.yml") && err.contains("not found"), "{err}");
 }
+
+#[test]
+fn ltx_json_lists_every_file_of_a_replica_one_object_per_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let replica = sluice_testkit::fixtures::copy_replica_to("basic", tmp.path().join("replica"));
+    let names: Vec<(u8, String)> = (0..=9u8)
+        .flat_map(|l| {
+            std::fs::read_dir(replica.join("ltx").join(l.to_string()))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(move |e| (l, e.file_name().to_string_lossy().into_owned()))
+        })
+        .collect();
+    let url = format!("file://{}", replica.display());
+    let out = ok(&run(sluice().args(["ltx", "--json", &url])), "sluice ltx --json");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), names.len(), "one line per file: {out}");
+    for (level, name) in &names {
+        let (min, max) = name.trim_end_matches(".ltx").split_once('-').unwrap();
+        let want = format!("{{\"level\":{level},\"min_txid\":\"{min}\",\"max_txid\":\"{max}\",\"size\":");
+        assert!(lines.iter().any(|l| l.starts_with(&want) && l.ends_with("Z\"}")), "{want} in {out}");
+    }
+    let l0 = ok(&run(sluice().args(["ltx", "-level", "0", "-json", &url])), "sluice ltx -level 0 -json");
+    assert_eq!(l0.lines().count(), names.iter().filter(|(l, _)| *l == 0).count());
+    assert!(l0.lines().all(|l| l.starts_with("{\"level\":0,")));
+}
