@@ -34,6 +34,10 @@ pub struct Args {
     /// Run this command as a child; exit with its status when it exits.
     #[arg(long, value_name = "CMD")]
     exec: Option<String>,
+    /// Before replicating, restore each database that does not exist from its replica (as the
+    /// per-database `restore-if-db-not-exists: true` does); an empty replica restores nothing.
+    #[arg(long)]
+    restore_if_db_not_exists: bool,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -50,6 +54,11 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     }
     if cfg.dbs.is_empty() {
         bail!("no databases to replicate: give DB_PATH REPLICA_URL or a config file with `dbs:`");
+    }
+    for db in &cfg.dbs {
+        if (args.restore_if_db_not_exists || db.restore_if_db_not_exists) && !db.path.exists() {
+            restore_missing(db).await?;
+        }
     }
     // Handlers first: `sluice sync` may signal as soon as the pid file exists, and SIGUSR1's
     // default action would kill the daemon.
@@ -199,6 +208,31 @@ async fn replicate_when_present(
         let _ = lock.set(held);
     }
     Ok(replicate(opts, client, metrics, shutdown, requests).await?)
+}
+
+/// Restores a database that does not exist from its replica before it is replicated; an empty
+/// replica leaves it missing (the daemon then waits for the application to create it).
+async fn restore_missing(db: &DbConfig) -> Result<()> {
+    let client = ReplicaClient::open(&db.replica.storage)
+        .with_context(|| format!("invalid replica for {}", db.path.display()))?;
+    if let Some(dir) = db.path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))?;
+    }
+    let started = std::time::Instant::now();
+    match sluice_engine::restore::restore(&client, &db.path, &sluice_engine::restore::RestoreOptions::default()).await {
+        Ok(summary) => {
+            tracing::info!(db = %db.path.display(), replica = %client.description(), txid = %summary.txid,
+                elapsed = ?started.elapsed(), "restored the missing database from its replica");
+            Ok(())
+        }
+        Err(sluice_engine::Error::EmptyReplica { .. }) => {
+            tracing::info!(db = %db.path.display(), replica = %client.description(),
+                "the database does not exist and its replica is empty: nothing to restore");
+            Ok(())
+        }
+        Err(e) => Err(anyhow::Error::new(e))
+            .with_context(|| format!("cannot restore {} from {}", db.path.display(), client.description())),
+    }
 }
 
 /// Forwards a signal to the child's whole process group.

@@ -73,3 +73,67 @@ fn ltx_json_lists_every_file_of_a_replica_one_object_per_line() {
     assert_eq!(l0.lines().count(), names.iter().filter(|(l, _)| *l == 0).count());
     assert!(l0.lines().all(|l| l.starts_with("{\"level\":0,")));
 }
+
+/// A config replicating `db` to `replica`, metrics on `port`, with `extra` keys for the db.
+fn daemon_config(
+    dir: &std::path::Path,
+    db: &std::path::Path,
+    replica: &std::path::Path,
+    port: u16,
+    extra: &str,
+) -> std::path::PathBuf {
+    let config = dir.join("sluice.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "addr: 127.0.0.1:{port}\ndbs:\n  - path: {}\n{extra}    replica:\n      url: file://{}\n",
+            db.display(),
+            replica.display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn restore_if_db_not_exists_restores_a_missing_database_before_replicating() {
+    use sluice_testkit::hash;
+    let tmp = tempfile::tempdir().unwrap();
+    let replica = sluice_testkit::fixtures::copy_replica_to("basic", tmp.path().join("replica"));
+    let expected = tmp.path().join("expected.db");
+    let url = format!("file://{}", replica.display());
+    ok(&run(sluice().args(["restore", "-o"]).arg(&expected).arg(&url)), "sluice restore");
+
+    // The config key (a missing directory is created too), then the flag.
+    for (n, (key, flag)) in [("    restore-if-db-not-exists: true\n", None), ("", Some("--restore-if-db-not-exists"))]
+        .into_iter()
+        .enumerate()
+    {
+        let db = tmp.path().join(format!("boot-{n}")).join("app.db");
+        let port = common::free_port();
+        let config = daemon_config(tmp.path(), &db, &replica, port, key);
+        let extra: Vec<&str> = flag.into_iter().collect();
+        let mut d = common::Daemon::start(&config, &extra, &tmp.path().join(format!("daemon-{n}.log")));
+        common::wait_ready(&mut d, port);
+        assert!(db.exists(), "the missing database was restored; log:\n{}", d.log_text());
+        assert_eq!(hash::integrity_check(&db), "ok");
+        assert_eq!(hash::logical_sha256(&db), hash::logical_sha256(&expected), "restored as `sluice restore` does");
+        d.stop_ok();
+    }
+
+    // An empty replica: nothing to restore; the daemon waits for the database.
+    let empty = tmp.path().join("empty-replica");
+    std::fs::create_dir_all(&empty).unwrap();
+    let db = tmp.path().join("new").join("app.db");
+    let port = common::free_port();
+    let config = daemon_config(tmp.path(), &db, &empty, port, "    restore-if-db-not-exists: true\n");
+    let mut d = common::Daemon::start(&config, &[], &tmp.path().join("daemon-empty.log"));
+    let waiting = sluice_testkit::process::wait_until(common::DAEMON_DEADLINE, || {
+        d.log_text().contains("waiting for the database")
+    });
+    assert!(waiting, "the daemon waits for the database; log:\n{}", d.log_text());
+    d.assert_running();
+    assert!(!db.exists(), "nothing was created");
+    assert!(d.log_text().contains("nothing to restore"), "{}", d.log_text());
+    d.stop_ok();
+}
