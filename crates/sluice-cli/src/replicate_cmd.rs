@@ -38,6 +38,10 @@ pub struct Args {
     /// per-database `restore-if-db-not-exists: true` does); an empty replica restores nothing.
     #[arg(long)]
     restore_if_db_not_exists: bool,
+    /// Replicate every database once (capture and upload what it holds now), then exit:
+    /// non-zero if any failed. For cron jobs and tests; every database must exist.
+    #[arg(long, conflicts_with = "exec")]
+    once: bool,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -58,6 +62,9 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     for db in &cfg.dbs {
         if (args.restore_if_db_not_exists || db.restore_if_db_not_exists) && !db.path.exists() {
             restore_missing(db).await?;
+        }
+        if args.once && !matches!(presence::probe(&db.path), Presence::Ready(_)) {
+            bail!("--once: database {} does not exist (or is not a SQLite database yet)", db.path.display());
         }
     }
     // Handlers first: `sluice sync` may signal as soon as the pid file exists, and SIGUSR1's
@@ -113,7 +120,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     };
     let mut exit = ExitCode::SUCCESS;
     let mut failed = 0;
-    loop {
+    if args.once {
+        failed += replicate_once(&cfg, &senders).await;
+    }
+    while !args.once {
         tokio::select! {
             _ = term.recv() => { forward(&child, "TERM"); break; }
             _ = int.recv() => { forward(&child, "INT"); break; }
@@ -187,6 +197,28 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         exit = ExitCode::FAILURE;
     }
     Ok(exit)
+}
+
+/// `--once`: one sync of every database (capture and upload now); the number that failed.
+async fn replicate_once(cfg: &Config, senders: &[(mpsc::Sender<Request>, Arc<OnceLock<DaemonLock>>)]) -> usize {
+    let mut failed = 0;
+    for (db, (tx, _)) in cfg.dbs.iter().zip(senders) {
+        let (r_tx, r_rx) = oneshot::channel();
+        let outcome = match tx.send(Request::Sync(r_tx)).await {
+            Ok(()) => {
+                r_rx.await.map_err(|_| anyhow::anyhow!("replication stopped")).and_then(|r| r.map_err(Into::into))
+            }
+            Err(_) => Err(anyhow::anyhow!("replication stopped")),
+        };
+        match outcome {
+            Ok(txid) => tracing::info!(db = %db.path.display(), %txid, "replicated once"),
+            Err(e) => {
+                failed += 1;
+                tracing::error!(db = %db.path.display(), "replicating once failed: {e:#}");
+            }
+        }
+    }
+    failed
 }
 
 /// Waits for the database to exist if it did not at start, takes its daemon lock then, and

@@ -137,3 +137,30 @@ fn restore_if_db_not_exists_restores_a_missing_database_before_replicating() {
     assert!(d.log_text().contains("nothing to restore"), "{}", d.log_text());
     d.stop_ok();
 }
+
+#[test]
+fn replicate_once_uploads_what_the_database_holds_and_exits() {
+    use sluice_testkit::hash;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("app.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(
+        "PRAGMA journal_mode=WAL; CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);
+         INSERT INTO t (v) SELECT hex(randomblob(100)) FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) SELECT i FROM n);",
+    )
+    .unwrap();
+    let url = format!("file://{}", tmp.path().join("replica").display());
+    let out = run(sluice().args(["replicate", "--once"]).arg(&db).arg(&url));
+    ok(&out, "sluice replicate --once");
+    assert!(text(&out.stderr).contains("replicated once"), "{}", text(&out.stderr));
+    // Later commits go up with the next run.
+    c.execute("INSERT INTO t (v) VALUES ('after')", []).unwrap();
+    ok(&run(sluice().args(["replicate", "--once"]).arg(&db).arg(&url)), "sluice replicate --once, again");
+    let restored = tmp.path().join("restored.db");
+    ok(&run(sluice().args(["restore", "-o"]).arg(&restored).arg(&url)), "sluice restore");
+    assert_eq!(hash::logical_sha256(&restored), hash::logical_sha256(&db));
+
+    let missing = run(sluice().args(["replicate", "--once"]).arg(tmp.path().join("missing.db")).arg(&url));
+    assert!(!missing.status.success());
+    assert!(text(&missing.stderr).contains("missing.db") && text(&missing.stderr).contains("does not exist"));
+}
