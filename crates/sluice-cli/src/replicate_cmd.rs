@@ -123,54 +123,56 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     if args.once {
         failed += replicate_once(&cfg, &senders).await;
     }
-    while !args.once {
-        tokio::select! {
-            _ = term.recv() => { forward(&child, "TERM"); break; }
-            _ = int.recv() => { forward(&child, "INT"); break; }
-            _ = usr1.recv() => {
-                for (tx, lock) in &senders {
-                    let (r_tx, r_rx) = oneshot::channel();
-                    // Never waits: a database whose queue is full must not hold up signals.
-                    if tx.try_send(Request::Sync(r_tx)).is_ok() {
-                        let lock = lock.clone();
-                        tokio::spawn(async move {
-                            let outcome = match r_rx.await {
-                                Ok(Ok(txid)) => txid.to_string(),
-                                Ok(Err(e)) => format!("error: {e}"),
-                                Err(_) => "error: replication stopped".to_string(),
-                            };
-                            // No lock yet: the database does not exist, so no `sluice sync` waits.
-                            if let Some(lock) = lock.get() {
-                                lock.ack(&outcome);
-                            }
-                        });
+    if !args.once {
+        loop {
+            tokio::select! {
+                _ = term.recv() => { forward(&child, "TERM"); break; }
+                _ = int.recv() => { forward(&child, "INT"); break; }
+                _ = usr1.recv() => {
+                    for (tx, lock) in &senders {
+                        let (r_tx, r_rx) = oneshot::channel();
+                        // Never waits: a database whose queue is full must not hold up signals.
+                        if tx.try_send(Request::Sync(r_tx)).is_ok() {
+                            let lock = lock.clone();
+                            tokio::spawn(async move {
+                                let outcome = match r_rx.await {
+                                    Ok(Ok(txid)) => txid.to_string(),
+                                    Ok(Err(e)) => format!("error: {e}"),
+                                    Err(_) => "error: replication stopped".to_string(),
+                                };
+                                // No lock yet: the database does not exist, so no `sluice sync` waits.
+                                if let Some(lock) = lock.get() {
+                                    lock.ack(&outcome);
+                                }
+                            });
+                        }
                     }
                 }
-            }
-            status = async { child.as_mut().expect("guarded").wait().await }, if child.is_some() => {
-                let code = status.ok().and_then(|s| s.code()).unwrap_or(1);
-                tracing::info!(code, "child process exited; stopping");
-                exit = ExitCode::from(u8::try_from(code).unwrap_or(1));
-                child = None;
-                break;
-            }
-            Some(done) = tasks.join_next() => {
-                failed += 1;
-                match done {
-                    Ok((name, Err(e))) => tracing::error!(db = %name, "stopped replicating: {e:#}"),
-                    Ok((name, Ok(()))) => tracing::error!(db = %name, "stopped replicating"),
-                    Err(e) => tracing::error!("replication task failed: {e}"),
-                }
-                // Fail closed: the application must never run on unprotected; its supervisor
-                // sees the non-zero exit and can restart both once the cause is fixed.
-                if child.is_some() {
-                    tracing::error!("replication stopped for a database; stopping the --exec command so it does not \
-                        run unreplicated");
-                    forward(&child, "TERM");
+                status = async { child.as_mut().expect("guarded").wait().await }, if child.is_some() => {
+                    let code = status.ok().and_then(|s| s.code()).unwrap_or(1);
+                    tracing::info!(code, "child process exited; stopping");
+                    exit = ExitCode::from(u8::try_from(code).unwrap_or(1));
+                    child = None;
                     break;
                 }
-                if tasks.is_empty() {
-                    break;
+                Some(done) = tasks.join_next() => {
+                    failed += 1;
+                    match done {
+                        Ok((name, Err(e))) => tracing::error!(db = %name, "stopped replicating: {e:#}"),
+                        Ok((name, Ok(()))) => tracing::error!(db = %name, "stopped replicating"),
+                        Err(e) => tracing::error!("replication task failed: {e}"),
+                    }
+                    // Fail closed: the application must never run on unprotected; its supervisor
+                    // sees the non-zero exit and can restart both once the cause is fixed.
+                    if child.is_some() {
+                        tracing::error!("replication stopped for a database; stopping the --exec command so it does not \
+                            run unreplicated");
+                        forward(&child, "TERM");
+                        break;
+                    }
+                    if tasks.is_empty() {
+                        break;
+                    }
                 }
             }
         }
