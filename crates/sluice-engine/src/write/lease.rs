@@ -179,17 +179,22 @@ impl Lease {
             replica: replica.clone(),
             reason: format!("the replica lease was taken over by the daemon for {} on host {:?}", held.db, held.host),
         };
-        match self.read().await? {
-            Some((held, _)) if !self.owns(&held) && held.expires_ms >= now_ms() => Err(taken(&held)),
-            Some((held, etag)) => {
-                if self.write(update(etag)).await? {
-                    Ok(())
-                } else {
-                    Err(taken(&held))
-                }
+        for _ in 0..3 {
+            let written = match self.read().await? {
+                Some((held, _)) if !self.owns(&held) && held.expires_ms >= now_ms() => return Err(taken(&held)),
+                Some((_, etag)) => self.write(update(etag)).await?,
+                None => self.write(PutMode::Create).await?,
+            };
+            if written {
+                return Ok(());
             }
-            None => self.write(PutMode::Create).await.map(|_| ()),
+            // A conditional write lost: to another writer, or to a retry of our own write
+            // whose first attempt went through (its response was lost). The next read tells.
         }
+        Err(Error::Conflict {
+            replica: self.client.description().to_string(),
+            reason: "could not renew the replica lease: it changed under every attempt".into(),
+        })
     }
 
     /// Gives the lease up on a clean shutdown.

@@ -350,8 +350,11 @@ async fn sync_loop(
             _ = stop.changed() => return,
         }
         let Some(s) = session.upgrade() else { return };
-        // Only new commits call for a sync: uploads of earlier ones are the writer's to retry.
-        if s.state().buffer.as_ref().is_none_or(|b| b.pending().0 == 0) {
+        // New commits call for a sync; so does an upload the background uploader made on its
+        // own (after an outage): the view, `sluice_txid()` and `wait_durable` follow it, and
+        // the buffer lets go of what it holds. Failed uploads are the writer's to retry.
+        let new_commits = s.state().buffer.as_ref().is_some_and(|b| b.pending().0 > 0);
+        if !new_commits && s.writer.remote_max() <= s.replica.latest().txid {
             continue;
         }
         if let Err(e) = s.sync().await {
