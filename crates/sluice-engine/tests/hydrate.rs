@@ -8,52 +8,22 @@
 //! * a kept file is reused at the next open (only the newer files are fetched), rejected
 //!   after the replica was replaced by another database, and locked against a second user.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_engine::read::{Hydration, ReadOptions, Replica, View};
+use common::{copy_file, faulty_client, image, restored_sha_at};
+use sluice_engine::read::{Hydration, ReadOptions, Replica};
 use sluice_ltx::TxId;
-use sluice_storage::{FaultyStore, ReplicaClient, RetryPolicy, StoreKind};
+use sluice_storage::ReplicaClient;
 use sluice_testkit::fixtures::{copy_replica_to, load_manifest};
 use sluice_testkit::hash::sha256_hex;
 use sluice_testkit::process::wait_until;
 
 fn opts() -> ReadOptions {
     ReadOptions { poll_interval: Duration::from_millis(50), ..ReadOptions::default() }
-}
-
-fn counted_client(dir: &Path) -> (ReplicaClient, FaultyStore<Arc<dyn object_store::ObjectStore>>) {
-    let plain = ReplicaClient::from_url(&format!("file://{}", dir.display())).unwrap();
-    let counted = FaultyStore::new(plain.store().clone(), 1);
-    let prefix: &str = plain.prefix().as_ref();
-    let client =
-        ReplicaClient::new(Arc::new(counted.clone()), StoreKind::File, prefix).with_retry_policy(RetryPolicy {
-            max_attempts: 3,
-            base: Duration::from_millis(1),
-            cap: Duration::from_millis(5),
-        });
-    (client, counted)
-}
-
-fn image(r: &Arc<Replica>, v: &Arc<View>) -> Vec<u8> {
-    let ps = v.page_size as usize;
-    let mut out = vec![0u8; v.file_size() as usize];
-    for (i, page) in out.chunks_exact_mut(ps).enumerate() {
-        r.read_page(v, i as u32 + 1, page).unwrap_or_else(|e| panic!("page {} of TXID {}: {e}", i + 1, v.txid));
-    }
-    out
-}
-
-fn restored_sha_at(name: &str, txid: u64) -> String {
-    let m = load_manifest(name);
-    let case = m.restores.iter().find(|c| c.succeeded() && c.txid_arg() == Some(txid)).expect("a restore at that TXID");
-    case.result.as_ref().unwrap().db_sha256.clone()
-}
-
-fn copy_file(from: &Path, to: &Path, rel: &str) {
-    std::fs::create_dir_all(to.join(rel).parent().unwrap()).unwrap();
-    std::fs::copy(from.join(rel), to.join(rel)).unwrap();
 }
 
 fn l0(t: u64) -> String {
@@ -78,7 +48,7 @@ fn a_hydrated_reader_reads_locally_and_applies_new_files_with_one_request_each()
     let full = copy_replica_to("basic", tmp.path().join("full"));
     let live = tmp.path().join("live");
     partial_basic(&full, &live, 2);
-    let (client, counted) = counted_client(&live);
+    let (client, counted) = faulty_client(&live, 1, 3);
     let r = Replica::open_hydrated(client, opts(), &Hydration::Temp).unwrap();
     let before = r.latest();
     wait_hydrated(&r);
@@ -118,7 +88,7 @@ fn eight_readers_crossing_the_cutover_see_one_txid_each() {
     let live = tmp.path().join("live");
     partial_basic(&full, &live, 3);
     let wants: Vec<String> = (0..=6).map(|t| if t < 3 { String::new() } else { restored_sha_at("basic", t) }).collect();
-    let (client, _) = counted_client(&live);
+    let (client, _) = faulty_client(&live, 1, 3);
     let r = Replica::open_hydrated(client, opts(), &Hydration::Temp).unwrap();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let readers: Vec<_> = (0..8)
@@ -154,10 +124,10 @@ fn a_kept_file_is_reused_rejected_after_a_new_history_and_locked() {
     partial_basic(&full, &live, 4);
     let kept = Hydration::Kept(tmp.path().join("hydrated.db"));
     {
-        let (client, _) = counted_client(&live);
+        let (client, _) = faulty_client(&live, 1, 3);
         let r = Replica::open_hydrated(client, opts(), &kept).unwrap();
         wait_hydrated(&r);
-        let (other, _) = counted_client(&live);
+        let (other, _) = faulty_client(&live, 1, 3);
         let second = Replica::open_hydrated(other, opts(), &kept);
         assert!(
             matches!(second, Err(sluice_engine::Error::HydrationInUse { holder, .. }) if holder.starts_with("this process")),
@@ -174,7 +144,7 @@ fn a_kept_file_is_reused_rejected_after_a_new_history_and_locked() {
     for t in 5..=6 {
         copy_file(&full, &live, &l0(t));
     }
-    let (client, counted) = counted_client(&live);
+    let (client, counted) = faulty_client(&live, 1, 3);
     let r = Replica::open_hydrated(client, opts(), &kept).unwrap();
     wait_hydrated(&r);
     let fetched = counted.counts();
@@ -190,7 +160,7 @@ fn a_kept_file_is_reused_rejected_after_a_new_history_and_locked() {
     std::fs::remove_dir_all(&live).unwrap();
     let other = copy_replica_to("compacted", tmp.path().join("other"));
     copy_dir(&other, &live);
-    let (client, _) = counted_client(&live);
+    let (client, _) = faulty_client(&live, 1, 3);
     let r = Replica::open_hydrated(client, opts(), &kept).unwrap();
     wait_hydrated(&r);
     assert_ne!(inode(), first_inode, "the kept file was rebuilt");

@@ -11,15 +11,14 @@
 
 mod common;
 
-use common::target_of;
+use common::{copy_file, faulty_client, image, restored_sha_at, target_of};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_engine::read::{ReadOptions, Replica, View};
+use sluice_engine::read::{ReadOptions, Replica};
 use sluice_engine::restore::Target;
 use sluice_ltx::TxId;
-use sluice_storage::{FaultyStore, ReplicaClient, RetryPolicy, StoreKind};
+use sluice_storage::ReplicaClient;
 use sluice_testkit::fixtures::{all_fixture_names, copy_replica_to, load_manifest};
 use sluice_testkit::hash::sha256_hex;
 use sluice_testkit::process::wait_until;
@@ -31,16 +30,6 @@ fn opts() -> ReadOptions {
 
 fn file_client(dir: &Path) -> ReplicaClient {
     ReplicaClient::from_url(&format!("file://{}", dir.display())).unwrap()
-}
-
-/// Every page of `view`, in order: the database file the view stands for.
-fn image(r: &Arc<Replica>, v: &Arc<View>) -> Vec<u8> {
-    let ps = v.page_size as usize;
-    let mut out = vec![0u8; v.file_size() as usize];
-    for (i, page) in out.chunks_exact_mut(ps).enumerate() {
-        r.read_page(v, i as u32 + 1, page).unwrap_or_else(|e| panic!("page {} of TXID {}: {e}", i + 1, v.txid));
-    }
-    out
 }
 
 #[test]
@@ -65,18 +54,6 @@ fn every_fixture_view_reads_as_litestreams_restore() {
     }
     eprintln!("{ok} views matched restores, {failed} failed as Litestream's restores did");
     assert!(ok > 100 && failed > 10, "{ok} ok, {failed} failed");
-}
-
-/// The sha256 Litestream's restore gave at `txid` on fixture `name`.
-fn restored_sha_at(name: &str, txid: u64) -> String {
-    let m = load_manifest(name);
-    let case = m.restores.iter().find(|c| c.succeeded() && c.txid_arg() == Some(txid)).expect("a restore at that TXID");
-    case.result.as_ref().unwrap().db_sha256.clone()
-}
-
-fn copy_file(from: &Path, to: &Path, rel: &str) {
-    std::fs::create_dir_all(to.join(rel).parent().unwrap()).unwrap();
-    std::fs::copy(from.join(rel), to.join(rel)).unwrap();
 }
 
 #[test]
@@ -110,19 +87,6 @@ fn polling_extends_the_view_and_old_views_keep_their_pages() {
     assert!(wait_until(Duration::from_secs(10), || r.latest().txid == TxId(6)), "poll did not re-plan to TXID 6");
     assert_eq!(sha256_hex(&image(&r, &r.latest())), restored_sha_at("basic", 6));
     assert!(r.lag().is_some_and(|l| l < Duration::from_secs(10)));
-}
-
-fn faulty_client(
-    dir: &Path,
-    seed: u64,
-    attempts: u32,
-) -> (ReplicaClient, FaultyStore<Arc<dyn object_store::ObjectStore>>) {
-    let plain = file_client(dir);
-    let faulty = FaultyStore::new(plain.store().clone(), seed);
-    let prefix: &str = plain.prefix().as_ref();
-    let retry = RetryPolicy { max_attempts: attempts, base: Duration::from_millis(1), cap: Duration::from_millis(5) };
-    let client = ReplicaClient::new(Arc::new(faulty.clone()), StoreKind::File, prefix).with_retry_policy(retry);
-    (client, faulty)
 }
 
 /// A replica holding one snapshot of `pages` pages of `page_size` bytes (each page filled
