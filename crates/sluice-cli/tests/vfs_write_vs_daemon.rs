@@ -11,158 +11,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::Duration;
 
 use common::{Daemon, free_port, open_app, restore, sluice_ltx, wait_ready};
-use sluice_testkit::process::{ChildGuard, wait_until};
-use sluice_testkit::{hash, peer, vfs};
+use sluice_testkit::process::wait_until;
+use sluice_testkit::vfs_worker::{Answer, PATIENCE, VfsWorker as Worker};
+use sluice_testkit::{hash, vfs};
 
 /// Safety net for one CLI run (not a timing assertion); used by `common::run`.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
-/// Upper bound for one worker command or one wait (not an expectation).
-const PATIENCE: Duration = Duration::from_secs(120);
-
-/// A Python process on the real extension running commands from stdin, one per line,
-/// tab-separated: `open NAME URI`, `close NAME`, `q NAME SQL` (rows as `a,b;c,d`), `exit`.
-/// Each answers one line: `ok[\tvalue]` or `err\t<SQLITE_…>\t<message>`.
-const WORKER: &str = r#"
-import os, sqlite3, sys
-b = sqlite3.connect(":memory:"); b.enable_load_extension(True); b.load_extension(sys.argv[1])
-conns = {}
-def reply(*parts):
-    sys.stdout.write("\t".join(str(p).replace("\t", " ").replace("\n", " ") for p in parts) + "\n")
-    sys.stdout.flush()
-reply("ready", os.getpid())
-for line in sys.stdin:
-    parts = line.rstrip("\n").split("\t")
-    op = parts[0]
-    try:
-        if op == "open":
-            conns[parts[1]] = sqlite3.connect(parts[2], uri=True, isolation_level=None, timeout=30)
-            reply("ok")
-        elif op == "close":
-            conns.pop(parts[1]).close()
-            reply("ok")
-        elif op == "q":
-            rows = conns[parts[1]].execute(parts[2]).fetchall()
-            reply("ok", ";".join(",".join(str(v) for v in r) for r in rows))
-        elif op == "exit":
-            for c in conns.values():
-                c.close()
-            reply("ok")
-            break
-        else:
-            reply("err", "BADOP", op)
-    except sqlite3.Error as e:
-        reply("err", getattr(e, "sqlite_errorname", None) or type(e).__name__, e)
-    except Exception as e:
-        reply("err", type(e).__name__, e)
-"#;
-
-type Answer = Result<String, (String, String)>;
-
-struct Worker {
-    guard: ChildGuard,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    log: PathBuf,
-}
-
-impl Worker {
-    fn spawn(dir: &Path) -> Worker {
-        let log = dir.join("vfs-worker.log");
-        let f = std::fs::File::create(&log).expect("create worker log");
-        let so = vfs::debug_so();
-        let mut cmd = peer::python_command();
-        cmd.arg("-c")
-            .arg(WORKER)
-            .arg(so.with_extension(""))
-            .env("SLUICE_LOG_LEVEL", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(f);
-        let mut guard = ChildGuard::spawn(&mut cmd);
-        let stdin = guard.inner().stdin.take();
-        let stdout = guard.inner().stdout.take().expect("worker stdout");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let pid = guard.id();
-        let mut w = Worker { guard, stdin, lines, log };
-        let ready = w.recv_line();
-        assert_eq!(ready, format!("ready\t{pid}"), "log:\n{}", w.log_text());
-        w
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn recv_line(&mut self) -> String {
-        match self.lines.recv_timeout(PATIENCE) {
-            Ok(l) => l,
-            Err(RecvTimeoutError::Timeout) => {
-                panic!("the worker did not answer within {PATIENCE:?}; log:\n{}", self.log_text())
-            }
-            Err(RecvTimeoutError::Disconnected) => panic!(
-                "the worker exited ({:?}); log:\n{}",
-                self.guard.wait_timeout(Duration::from_secs(5)),
-                self.log_text()
-            ),
-        }
-    }
-
-    fn call(&mut self, parts: &[&str]) -> Answer {
-        let line = parts.join("\t");
-        let stdin = self.stdin.as_mut().expect("worker stdin");
-        writeln!(stdin, "{line}")
-            .and_then(|()| stdin.flush())
-            .unwrap_or_else(|e| panic!("send {line:?} to the worker: {e}; log:\n{}", self.log_text()));
-        let answer = self.recv_line();
-        let mut p = answer.splitn(3, '\t');
-        match (p.next(), p.next(), p.next()) {
-            (Some("ok"), v, None) => Ok(v.unwrap_or_default().to_string()),
-            (Some("err"), Some(name), msg) => Err((name.to_string(), msg.unwrap_or_default().to_string())),
-            _ => panic!("unexpected answer {answer:?}"),
-        }
-    }
-
-    #[track_caller]
-    fn ok(&mut self, parts: &[&str]) -> String {
-        self.call(parts).unwrap_or_else(|e| panic!("{parts:?}: {e:?}; log:\n{}", self.log_text()))
-    }
-
-    #[track_caller]
-    fn write_enabled(&mut self, conn: &str) -> bool {
-        match self.ok(&["q", conn, "PRAGMA sluice_write_enabled"]).as_str() {
-            "1" => true,
-            "0" => false,
-            v => panic!("PRAGMA sluice_write_enabled = {v:?}"),
-        }
-    }
-
-    #[track_caller]
-    fn count(&mut self, conn: &str) -> i64 {
-        self.ok(&["q", conn, "SELECT count(*) FROM t"]).parse().expect("count")
-    }
-
-    #[track_caller]
-    fn exit(mut self) {
-        assert_eq!(self.call(&["exit"]), Ok(String::new()), "log:\n{}", self.log_text());
-        drop(self.stdin.take());
-        let status = self.guard.wait_timeout(PATIENCE);
-        assert!(status.is_some_and(|s| s.success()), "worker exit: {status:?}; log:\n{}", self.log_text());
-    }
+/// `count(*)` of `t` through connection `conn` of the worker.
+#[track_caller]
+fn count(w: &mut Worker, conn: &str) -> i64 {
+    w.q(conn, "SELECT count(*) FROM t").parse().expect("count")
 }
 
 #[track_caller]
@@ -220,13 +81,13 @@ fn a_vfs_writer_is_read_only_while_sluice_replicate_holds_the_replica() {
     let daemon_pid = daemon.guard.id();
 
     // The VFS opens the replica in write mode: refused, read-only, the log names the daemon.
-    let mut w = Worker::spawn(dir);
+    let mut w = Worker::spawn("vfs-worker", dir);
     let uri = vfs::uri(
         "vfs.db",
         &url,
         &[("write", "1"), ("buffer", dir.join("vfs.buffer").to_str().unwrap()), ("poll", "200ms")],
     );
-    w.ok(&["open", "c", &uri]);
+    w.open("c", &uri);
     assert!(!w.write_enabled("c"), "the VFS writes while the daemon holds the lease; log:\n{}", w.log_text());
     let log = w.log_text();
     assert!(
@@ -237,7 +98,7 @@ fn a_vfs_writer_is_read_only_while_sluice_replicate_holds_the_replica() {
         "the VFS log does not name the daemon (pid {daemon_pid}, {}):\n{log}",
         db.display()
     );
-    let seen = wait_until(PATIENCE, || w.count("c") == 50);
+    let seen = wait_until(PATIENCE, || count(&mut w, "c") == 50);
     assert!(seen, "the VFS never saw the daemon's first 50 rows; log:\n{}", w.log_text());
     assert_readonly(w.call(&["q", "c", "INSERT INTO t(id, who) VALUES (100000, 'vfs')"]), "INSERT through the VFS");
 
@@ -247,16 +108,16 @@ fn a_vfs_writer_is_read_only_while_sluice_replicate_holds_the_replica() {
         insert_daemon_rows(&app, from..=from + 24);
         std::thread::sleep(Duration::from_millis(100));
     }
-    let seen = wait_until(PATIENCE, || w.count("c") == 300);
+    let seen = wait_until(PATIENCE, || count(&mut w, "c") == 300);
     assert!(seen, "the daemon's rows did not reach the VFS reader; daemon log:\n{}", daemon.log_text());
     assert_readonly(w.call(&["q", "c", "INSERT INTO t(id, who) VALUES (100001, 'vfs')"]), "a later INSERT");
     // A new connection of the same process is refused too: the daemon still holds the lease.
-    w.ok(&["close", "c"]);
-    w.ok(&["open", "c", &uri]);
+    w.close("c");
+    w.open("c", &uri);
     assert!(!w.write_enabled("c"), "a reopened VFS connection writes while the daemon runs");
     assert_readonly(w.call(&["q", "c", "DELETE FROM t"]), "DELETE through a reopened connection");
-    assert_eq!(w.count("c"), 300);
-    w.ok(&["close", "c"]);
+    assert_eq!(count(&mut w, "c"), 300);
+    w.close("c");
     daemon.assert_running();
     let dlog = daemon.log_text();
     assert!(!dlog.contains("taken over") && !dlog.contains("ERROR"), "daemon log:\n{dlog}");
@@ -275,13 +136,13 @@ fn a_vfs_writer_is_read_only_while_sluice_replicate_holds_the_replica() {
 
     // The daemon stopped cleanly and gave the lease back: a new VFS connection writes now,
     // on top of the daemon's history.
-    w.ok(&["open", "c", &uri]);
+    w.open("c", &uri);
     assert!(w.write_enabled("c"), "the VFS is still refused after the daemon stopped; log:\n{}", w.log_text());
-    assert_eq!(w.count("c"), 300);
-    w.ok(&["q", "c", "INSERT INTO t(id, who) VALUES (100002, 'vfs')"]);
-    let synced = u64::from_str_radix(&w.ok(&["q", "c", "SELECT sluice_sync()"]), 16).expect("sluice_sync() TXID");
+    assert_eq!(count(&mut w, "c"), 300);
+    w.q("c", "INSERT INTO t(id, who) VALUES (100002, 'vfs')");
+    let synced = w.sync("c");
     assert!(synced > daemon_last, "the VFS's sync {synced} is not past the daemon's {daemon_last}");
-    w.ok(&["close", "c"]);
+    w.close("c");
     w.exit();
     assert_eq!(assert_one_l0_chain(&url), synced, "the VFS continued the daemon's chain");
     let restored = dir.join("restored-vfs.db");

@@ -12,6 +12,7 @@
 //! - [`process`]: child processes that are killed on drop, waits with timeouts.
 //! - [`proxy`]: a TCP proxy that can be switched off, for storage outages.
 //! - [`vfs`]: the Sluice VFS extension: building and loading the `.so`, URIs naming a replica.
+//! - [`vfs_worker`]: a Python process on the extension driven one command at a time.
 //!
 //! # No silent skips
 //!
@@ -27,6 +28,7 @@ pub mod proxy;
 pub mod s3;
 pub mod seed;
 pub mod vfs;
+pub mod vfs_worker;
 
 use std::path::PathBuf;
 

@@ -14,227 +14,22 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
-use std::time::Duration;
+use std::path::Path;
+use std::process::Command;
 
 use common::{assert_one_l0_chain, file_url, restore};
 use rusqlite::Connection;
 use sluice_engine::restore::Target;
-use sluice_testkit::process::{ChildGuard, output_with_timeout, wait_until};
-use sluice_testkit::{peer, s3, vfs};
+use sluice_testkit::process::{output_with_timeout, wait_until};
+use sluice_testkit::{s3, vfs};
 
-/// Upper bound for one worker command or one wait (a safety net, not an expectation).
-const PATIENCE: Duration = Duration::from_secs(120);
+use sluice_testkit::vfs_worker::{Answer, PATIENCE, VfsWorker as Worker};
 
-/// A Python process on the real extension that runs commands read from stdin, one per line,
-/// tab-separated: `open NAME URI`, `close NAME`, `q NAME SQL` (rows as `a,b;c,d`),
-/// `exit`. Each command answers one line: `ok[\tvalue]` or `err\t<SQLITE_…>\t<message>`.
-const WORKER: &str = r#"
-import os, sqlite3, sys
-b = sqlite3.connect(":memory:"); b.enable_load_extension(True); b.load_extension(sys.argv[1])
-conns = {}
-def reply(*parts):
-    sys.stdout.write("\t".join(str(p).replace("\t", " ").replace("\n", " ") for p in parts) + "\n")
-    sys.stdout.flush()
-reply("ready", os.getpid())
-for line in sys.stdin:
-    parts = line.rstrip("\n").split("\t")
-    op = parts[0]
-    try:
-        if op == "open":
-            conns[parts[1]] = sqlite3.connect(parts[2], uri=True, isolation_level=None, timeout=30)
-            reply("ok")
-        elif op == "close":
-            conns.pop(parts[1]).close()
-            reply("ok")
-        elif op == "q":
-            rows = conns[parts[1]].execute(parts[2]).fetchall()
-            reply("ok", ";".join(",".join(str(v) for v in r) for r in rows))
-        elif op == "exit":
-            for c in conns.values():
-                c.close()
-            reply("ok")
-            break
-        else:
-            reply("err", "BADOP", op)
-    except sqlite3.Error as e:
-        reply("err", getattr(e, "sqlite_errorname", None) or type(e).__name__, e)
-    except Exception as e:
-        reply("err", type(e).__name__, e)
-"#;
-
-struct Worker {
-    name: String,
-    guard: ChildGuard,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    log: PathBuf,
-    pid: u32,
-}
-
-impl Worker {
-    /// Starts a worker named `name` (its stderr, the extension's log, goes to `<dir>/<name>.log`)
-    /// and waits until it loaded the extension.
-    fn spawn(name: &str, dir: &Path) -> Worker {
-        let log = dir.join(format!("{name}.log"));
-        let f = std::fs::File::create(&log).expect("create worker log");
-        let so = vfs::debug_so();
-        let mut cmd = peer::python_command();
-        cmd.arg("-c")
-            .arg(WORKER)
-            .arg(so.with_extension(""))
-            .env("SLUICE_LOG_LEVEL", "info")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(f);
-        let mut guard = ChildGuard::spawn(&mut cmd);
-        let stdin = guard.inner().stdin.take();
-        let stdout = guard.inner().stdout.take().expect("worker stdout");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let pid = guard.id();
-        let mut w = Worker { name: name.to_string(), guard, stdin, lines, log, pid };
-        let ready = w.recv_line();
-        assert_eq!(ready, format!("ready\t{pid}"), "worker {name}; log:\n{}", w.log_text());
-        w
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn recv_line(&mut self) -> String {
-        match self.lines.recv_timeout(PATIENCE) {
-            Ok(l) => l,
-            Err(RecvTimeoutError::Timeout) => {
-                panic!("worker {} did not answer within {PATIENCE:?}; log:\n{}", self.name, self.log_text())
-            }
-            Err(RecvTimeoutError::Disconnected) => panic!(
-                "worker {} exited ({:?}); log:\n{}",
-                self.name,
-                self.guard.wait_timeout(Duration::from_secs(5)),
-                self.log_text()
-            ),
-        }
-    }
-
-    fn send(&mut self, parts: &[&str]) {
-        let line = parts.join("\t");
-        assert!(!line.contains('\n'), "a command is one line: {line:?}");
-        let stdin = self.stdin.as_mut().expect("worker stdin");
-        writeln!(stdin, "{line}")
-            .and_then(|()| stdin.flush())
-            .unwrap_or_else(|e| panic!("send {line:?} to worker {}: {e}; log:\n{}", self.name, self.log_text()));
-    }
-
-    /// The answer to the last command sent: `Ok(value)` or `Err((error name, message))`.
-    fn answer(&mut self) -> Result<String, (String, String)> {
-        let line = self.recv_line();
-        let mut parts = line.splitn(3, '\t');
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some("ok"), v, None) => Ok(v.unwrap_or_default().to_string()),
-            (Some("err"), Some(name), msg) => Err((name.to_string(), msg.unwrap_or_default().to_string())),
-            _ => panic!("worker {}: unexpected answer {line:?}", self.name),
-        }
-    }
-
-    fn call(&mut self, parts: &[&str]) -> Result<String, (String, String)> {
-        self.send(parts);
-        self.answer()
-    }
-
-    /// `q`, which must succeed.
-    #[track_caller]
-    fn q(&mut self, conn: &str, sql: &str) -> String {
-        self.call(&["q", conn, sql]).unwrap_or_else(|e| {
-            panic!("worker {}: {sql}: {e:?}; log:\n{}", self.name, self.log_text());
-        })
-    }
-
-    #[track_caller]
-    fn open(&mut self, conn: &str, uri: &str) {
-        if let Err(e) = self.call(&["open", conn, uri]) {
-            panic!("worker {}: open {uri}: {e:?}; log:\n{}", self.name, self.log_text());
-        }
-    }
-
-    #[track_caller]
-    fn close(&mut self, conn: &str) {
-        if let Err(e) = self.call(&["close", conn]) {
-            panic!("worker {}: close {conn}: {e:?}; log:\n{}", self.name, self.log_text());
-        }
-    }
-
-    /// `PRAGMA sluice_write_enabled` of connection `conn`.
-    #[track_caller]
-    fn write_enabled(&mut self, conn: &str) -> bool {
-        match self.q(conn, "PRAGMA sluice_write_enabled").as_str() {
-            "1" => true,
-            "0" => false,
-            v => panic!("worker {}: PRAGMA sluice_write_enabled = {v:?}", self.name),
-        }
-    }
-
-    /// Opens `conn` until it is a writing connection (the lease it waits for became free);
-    /// connections that came back read-only are closed again.
-    #[track_caller]
-    fn open_until_writing(&mut self, conn: &str, uri: &str) {
-        let writing = wait_until(PATIENCE, || {
-            self.open(conn, uri);
-            if self.write_enabled(conn) {
-                return true;
-            }
-            self.close(conn);
-            std::thread::sleep(Duration::from_millis(200));
-            false
-        });
-        assert!(writing, "worker {}: still read-only after {PATIENCE:?}; log:\n{}", self.name, self.log_text());
-    }
-
-    /// Inserts rows `ids` as `who` in one statement (a transaction of its own).
-    #[track_caller]
-    fn insert(
-        &mut self,
-        conn: &str,
-        who: &str,
-        ids: std::ops::RangeInclusive<u32>,
-    ) -> Result<String, (String, String)> {
-        let values: Vec<String> = ids.map(|i| format!("({i}, '{who}', randomblob(300))")).collect();
-        self.call(&["q", conn, &format!("INSERT INTO t(id, who, v) VALUES {}", values.join(", "))])
-    }
-
-    /// `SELECT sluice_sync()`: the replica's TXID after the sync.
-    #[track_caller]
-    fn sync(&mut self, conn: &str) -> u64 {
-        let hex = self.q(conn, "SELECT sluice_sync()");
-        assert_eq!(hex.len(), 16, "worker {}: sluice_sync() = {hex:?}", self.name);
-        u64::from_str_radix(&hex, 16).unwrap_or_else(|e| panic!("sluice_sync() = {hex:?}: {e}"))
-    }
-
-    /// Closes every connection and exits; asserts a clean exit.
-    #[track_caller]
-    fn exit(mut self) {
-        let answer = self.call(&["exit"]);
-        assert_eq!(answer, Ok(String::new()), "worker {}; log:\n{}", self.name, self.log_text());
-        drop(self.stdin.take());
-        let status = self.guard.wait_timeout(PATIENCE);
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "worker {} exit: {status:?}; log:\n{}",
-            self.name,
-            self.log_text()
-        );
-    }
+/// Inserts rows `ids` as `who` in one statement (a transaction of its own).
+#[track_caller]
+fn insert(w: &mut Worker, conn: &str, who: &str, ids: std::ops::RangeInclusive<u32>) -> Answer {
+    let values: Vec<String> = ids.map(|i| format!("({i}, '{who}', randomblob(300))")).collect();
+    w.call(&["q", conn, &format!("INSERT INTO t(id, who, v) VALUES {}", values.join(", "))])
 }
 
 /// The write-mode URI of `app.db` on `replica` with the buffer `buffer`.
@@ -307,17 +102,17 @@ fn two_processes_one_writer(url: &str) {
     // The writer commits and syncs; the refused process sees its rows (read-only view).
     w.q("c", SCHEMA);
     let w_who = w.name.clone();
-    w.insert("c", &w_who, 1..=20).unwrap_or_else(|e| panic!("writer insert: {e:?}"));
+    insert(&mut w, "c", &w_who, 1..=20).unwrap_or_else(|e| panic!("writer insert: {e:?}"));
     let first_sync = w.sync("c");
     assert!(first_sync >= 1);
     let seen = wait_until(PATIENCE, || matches!(r.call(&["q", "c", "SELECT count(*) FROM t"]), Ok(n) if n == "20"));
     assert!(seen, "the refused process never saw the writer's 20 rows; log:\n{}", r.log_text());
     let r_who = r.name.clone();
-    assert_readonly(r.insert("c", &r_who, 21..=21), "INSERT on the refused connection");
+    assert_readonly(insert(&mut r, "c", &r_who, 21..=21), "INSERT on the refused connection");
     assert_readonly(r.call(&["q", "c", "CREATE TABLE other (x)"]), "CREATE TABLE on the refused connection");
     assert!(!r.write_enabled("c"));
     // The writer goes on meanwhile.
-    w.insert("c", &w_who, 22..=30).unwrap_or_else(|e| panic!("writer insert: {e:?}"));
+    insert(&mut w, "c", &w_who, 22..=30).unwrap_or_else(|e| panic!("writer insert: {e:?}"));
 
     // The writer closes cleanly (final sync, lease released); the other process closes its
     // read-only connection and reopens: the new connection writes.
@@ -327,7 +122,8 @@ fn two_processes_one_writer(url: &str) {
     r.open_until_writing("c", &uri_r);
     let n = r.q("c", "SELECT count(*) FROM t");
     assert_eq!(n, "29", "the second writer starts from everything the first committed");
-    r.insert("c", &r_who, 31..=50).unwrap_or_else(|e| panic!("second writer insert: {e:?}; log:\n{}", r.log_text()));
+    insert(&mut r, "c", &r_who, 31..=50)
+        .unwrap_or_else(|e| panic!("second writer insert: {e:?}; log:\n{}", r.log_text()));
     let last = r.sync("c");
     assert!(last > first_sync);
     r.close("c");
@@ -365,10 +161,10 @@ fn a_killed_writer_keeps_the_replica_until_its_lease_expires() {
     a.open("c", &uri_a);
     assert!(a.write_enabled("c"), "A writes a new replica; log:\n{}", a.log_text());
     a.q("c", SCHEMA);
-    a.insert("c", "a", 1..=10).unwrap_or_else(|e| panic!("A insert: {e:?}"));
+    insert(&mut a, "c", "a", 1..=10).unwrap_or_else(|e| panic!("A insert: {e:?}"));
     let synced = a.sync("c");
     // Committed into A's buffer but never synced: must not reach the replica.
-    a.insert("c", "a-unsynced", 11..=15).unwrap_or_else(|e| panic!("A insert: {e:?}"));
+    insert(&mut a, "c", "a-unsynced", 11..=15).unwrap_or_else(|e| panic!("A insert: {e:?}"));
     let a_pid = a.pid;
     let status = a.guard.kill(); // SIGKILL: no final sync, the lease stays
     assert!(!status.success());
@@ -382,13 +178,13 @@ fn a_killed_writer_keeps_the_replica_until_its_lease_expires() {
     assert!(!b.write_enabled("c"), "B wrote while A's lease was live; log:\n{}", b.log_text());
     assert_log_names_holder(&b, a_pid);
     assert_eq!(b.q("c", "SELECT who, count(*) FROM t GROUP BY who ORDER BY who"), "a,10");
-    assert_readonly(b.insert("c", "b", 100..=100), "B's INSERT under A's lease");
+    assert_readonly(insert(&mut b, "c", "b", 100..=100), "B's INSERT under A's lease");
     b.close("c");
 
     // After the TTL a fresh open writes, on top of A's synced rows.
     b.open_until_writing("c", &uri_b);
     assert_eq!(b.q("c", "SELECT who, count(*) FROM t GROUP BY who ORDER BY who"), "a,10");
-    b.insert("c", "b", 100..=119).unwrap_or_else(|e| panic!("B insert: {e:?}; log:\n{}", b.log_text()));
+    insert(&mut b, "c", "b", 100..=119).unwrap_or_else(|e| panic!("B insert: {e:?}; log:\n{}", b.log_text()));
     let last = b.sync("c");
     assert!(last > synced, "B's sync {last} after A's {synced}");
     b.close("c");
