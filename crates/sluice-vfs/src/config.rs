@@ -127,13 +127,30 @@ fn apply_read_setting(read: &mut ReadOptions, setting: Option<(String, String)>,
         Field::Poll => read.poll_interval = positive(parse_duration(&value).map_err(bad)?).map_err(bad)?,
         Field::Timeout => read.read_timeout = positive(parse_duration(&value).map_err(bad)?).map_err(bad)?,
         Field::AutoHydrate => {
-            read.auto_hydrate_bytes = match value.trim().to_ascii_lowercase().as_str() {
-                "off" | "false" | "no" => 0,
-                v => parse_size(v).map_err(bad)?,
+            read.auto_hydrate_bytes = match parse_bool(&value) {
+                Some(false) => 0,
+                _ => parse_size(value.trim()).map_err(bad)?,
             }
         }
     }
     Ok(())
+}
+
+/// `true`/`false` as settings spell them (`1`/`0`, `yes`/`no`, `on`/`off` too).
+pub(crate) fn parse_bool(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Settings looked up in a map instead of the environment (the modules' tests).
+#[cfg(test)]
+pub(crate) fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: std::collections::HashMap<String, String> =
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    move |k| map.get(k).cloned()
 }
 
 /// A zero poll interval would spin and a zero deadline would fail every read.
@@ -166,14 +183,7 @@ pub(crate) fn process_config() -> Result<Config> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
-
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        move |k| map.get(k).cloned()
-    }
 
     #[test]
     fn environment_with_litestream_aliases_and_units() {

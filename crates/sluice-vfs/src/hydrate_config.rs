@@ -36,17 +36,11 @@ pub fn with_uri(base: &Hydration, param: &impl Fn(&str) -> Option<String>) -> Re
 fn resolve(base: Hydration, enabled: Option<(String, String)>, path: Option<(String, String)>) -> Result<Hydration> {
     let on = match &enabled {
         None => None,
-        Some((key, value)) => Some(match value.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => true,
-            "0" | "false" | "no" | "off" => false,
-            _ => {
-                return Err(Error::Config {
-                    key: key.clone(),
-                    value: value.clone(),
-                    reason: "expected true or false".into(),
-                });
-            }
-        }),
+        Some((key, value)) => Some(crate::config::parse_bool(value).ok_or_else(|| Error::Config {
+            key: key.clone(),
+            value: value.clone(),
+            reason: "expected true or false".into(),
+        })?),
     };
     Ok(match (on, path) {
         (Some(false), _) => Hydration::Off,
@@ -58,14 +52,8 @@ fn resolve(base: Hydration, enabled: Option<(String, String)>, path: Option<(Str
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
-
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        move |k| map.get(k).cloned()
-    }
+    use crate::config::lookup;
 
     #[test]
     fn environment_litestream_names_and_uri() {

@@ -138,11 +138,7 @@ impl WriteConfig {
         };
         match field {
             Field::Enabled => {
-                self.enabled = match v.to_ascii_lowercase().as_str() {
-                    "1" | "true" | "yes" | "on" => true,
-                    "0" | "false" | "no" | "off" => false,
-                    _ => return Err(bad("expected true or false")),
-                }
+                self.enabled = crate::config::parse_bool(v).ok_or_else(|| bad("expected true or false"))?
             }
             Field::Sync => self.sync_interval = duration(v)?,
             Field::Buffer => self.buffer_path = Some(PathBuf::from(v)),
@@ -170,14 +166,8 @@ impl WriteConfig {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
-
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        move |k| map.get(k).cloned()
-    }
+    use crate::config::lookup;
 
     #[test]
     fn environment_then_uri() {
