@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
-use crate::db::build_db;
+use crate::db::{Entry, build_db};
 use crate::error::{Error, Result};
 use crate::expand::EnvLookup;
 use crate::keys;
@@ -42,23 +42,57 @@ pub(crate) fn build(root: &Value, env: EnvLookup<'_>) -> Result<Config> {
 
     let defaults = PartialReplica::read(&top, false)?;
     for (index, value) in top.seq("dbs")?.unwrap_or_default().iter().enumerate() {
-        let Some((db, (db_interval, db_retention))) = build_db(value, index, &defaults, env, &mut warnings)? else {
-            continue;
-        };
-        if let Some(other) = cfg.dbs.iter().position(|d| d.path == db.path) {
-            return Err(Error::invalid(
-                format!("dbs[{index}].path"),
-                format!("{} is already configured by dbs[{other}]", db.path.display()),
-            ));
-        }
+        let (entry, (db_interval, db_retention)) = build_db(value, index, &defaults, env, &mut warnings)?;
         interval.merge(db_interval, format!("dbs[{index}].snapshot.interval"))?;
         retention.merge(db_retention, format!("dbs[{index}].snapshot.retention"))?;
-        cfg.dbs.push(db);
+        match entry {
+            Entry::Db(db) => {
+                if let Some(other) = cfg.dbs.iter().position(|d| d.path == db.path) {
+                    return Err(Error::invalid(
+                        format!("dbs[{index}].path"),
+                        format!("{} is already configured by dbs[{other}]", db.path.display()),
+                    ));
+                }
+                cfg.dbs.push(db);
+            }
+            Entry::Dir(dir) => cfg.dirs.push(dir),
+        }
     }
+    cfg.socket = socket(&top, env, &mut warnings)?;
     cfg.snapshot_interval = interval.value.unwrap_or(DEFAULT_SNAPSHOT_INTERVAL);
     cfg.snapshot_retention = retention.value.unwrap_or(DEFAULT_SNAPSHOT_RETENTION);
     cfg.warnings = warnings;
     Ok(cfg)
+}
+
+/// `socket:`; `None` unless `enabled: true`.
+fn socket(top: &Section<'_>, env: EnvLookup<'_>, warnings: &mut Vec<String>) -> Result<Option<SocketConfig>> {
+    let sec = top.section("socket")?;
+    sec.check(&[keys::SOCKET], warnings)?;
+    if !sec.bool("enabled")?.unwrap_or(false) {
+        return Ok(None);
+    }
+    let path = match sec.string("path")?.filter(|p| !p.is_empty()) {
+        Some(p) => crate::paths::normalize(&p, env).map_err(|reason| Error::invalid(sec.at("path"), reason))?,
+        None => DEFAULT_SOCKET_PATH.into(),
+    };
+    let permissions = match sec.get("permissions") {
+        None => 0o600,
+        Some(v) => {
+            // YAML reads 0600 as an octal-looking integer (600) or a string; both mean octal.
+            let text = match v {
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.clone(),
+                _ => return Err(Error::invalid(sec.at("permissions"), "expected octal permissions such as 0600")),
+            };
+            let digits = text.trim_start_matches("0o");
+            u32::from_str_radix(digits, 8)
+                .ok()
+                .filter(|m| *m <= 0o777)
+                .ok_or_else(|| Error::invalid(sec.at("permissions"), format!("invalid permissions {text:?}")))?
+        }
+    };
+    Ok(Some(SocketConfig { path, permissions }))
 }
 
 /// A duration that must be > 0 when given.

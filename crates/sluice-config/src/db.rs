@@ -15,32 +15,32 @@ use crate::section::Section;
 /// A db's own `snapshot:` block, which must agree with the global one.
 pub(crate) type DbSnapshot = (Option<Duration>, Option<Duration>);
 
-/// Builds `dbs[index]`. `Ok(None)` means the entry is skipped (directory replication).
+/// One `dbs:` entry: a database, or a directory of them.
+pub(crate) enum Entry {
+    Db(DbConfig),
+    Dir(DirConfig),
+}
+
+/// Builds `dbs[index]`.
 pub(crate) fn build_db(
     value: &Value,
     index: usize,
     defaults: &PartialReplica,
     env: EnvLookup<'_>,
     warnings: &mut Vec<String>,
-) -> Result<Option<(DbConfig, DbSnapshot)>> {
+) -> Result<(Entry, DbSnapshot)> {
     let sec = Section::new(Some(value), format!("dbs[{index}]"))?;
     sec.check(&[keys::DB], warnings)?;
     let raw_path = sec.string("path")?.filter(|p| !p.is_empty());
-    let has_dir = sec.get("dir").is_some();
-    let raw_path = match (raw_path, has_dir) {
-        (Some(_), true) => return Err(Error::invalid(sec.loc, "cannot specify both `path` and `dir`")),
-        (Some(p), false) => p,
-        (None, true) => {
-            warnings.push(format!(
-                "{}: directory replication (`dir`) is not supported by Sluice yet; this entry is skipped \
-                 and its databases are NOT replicated",
-                sec.loc
-            ));
-            return Ok(None);
-        }
-        (None, false) => return Err(Error::invalid(sec.loc, "`path` is required")),
+    let raw_dir = sec.string("dir")?.filter(|p| !p.is_empty());
+    let (raw_path, is_dir) = match (raw_path, raw_dir) {
+        (Some(_), Some(_)) => return Err(Error::invalid(sec.loc, "cannot specify both `path` and `dir`")),
+        (Some(p), None) => (p, false),
+        (None, Some(d)) => (d, true),
+        (None, None) => return Err(Error::invalid(sec.loc, "`path` (or `dir` with `pattern`) is required")),
     };
-    let path = paths::normalize(&raw_path, env).map_err(|reason| Error::invalid(sec.at("path"), reason))?;
+    let key = if is_dir { "dir" } else { "path" };
+    let path = paths::normalize(&raw_path, env).map_err(|reason| Error::invalid(sec.at(key), reason))?;
     let who = format!("{} ({})", sec.loc, path.display());
     let meta_path = match sec.string("meta-path")?.filter(|p| !p.is_empty()) {
         Some(p) => Some(paths::normalize(&p, env).map_err(|reason| Error::invalid(sec.at("meta-path"), reason))?),
@@ -74,7 +74,34 @@ pub(crate) fn build_db(
     let snapshot = sec.section("snapshot")?;
     snapshot.check(&[keys::SNAPSHOT], warnings)?;
     let snapshot = (snapshot.duration("interval")?, snapshot.duration("retention")?);
-    Ok(Some((db, snapshot)))
+    if !is_dir {
+        for key in ["pattern", "recursive", "watch", "meta-dir"] {
+            if sec.get(key).is_some() {
+                return Err(Error::invalid(sec.at(key), "only applies to a `dir` entry"));
+            }
+        }
+        return Ok((Entry::Db(db), snapshot));
+    }
+    let pattern = sec
+        .string("pattern")?
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| Error::invalid(sec.loc.clone(), "`pattern` is required with `dir` (for example \"*.db\")"))?;
+    if let Err(e) = glob::Pattern::new(&pattern) {
+        return Err(Error::invalid(sec.at("pattern"), format!("invalid pattern {pattern:?}: {e}")));
+    }
+    let meta_dir = match sec.string("meta-dir")?.filter(|p| !p.is_empty()) {
+        Some(p) => Some(paths::normalize(&p, env).map_err(|reason| Error::invalid(sec.at("meta-dir"), reason))?),
+        None => None,
+    };
+    let dir = DirConfig {
+        dir: db.path.clone(),
+        pattern,
+        recursive: sec.bool("recursive")?.unwrap_or(false),
+        watch: sec.bool("watch")?.unwrap_or(false),
+        meta_dir,
+        template: db,
+    };
+    Ok((Entry::Dir(dir), snapshot))
 }
 
 /// The db's single replica block: `replica:` or the one entry of the deprecated `replicas:`.

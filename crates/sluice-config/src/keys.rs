@@ -44,7 +44,7 @@ pub(crate) const TOP: &[(&str, Key)] = &[
     // Sluice's own: the replica lease's lifetime, the local pending-file budget.
     ("lease-ttl", Supported),
     ("max-pending-size", Supported),
-    ("socket", Unsupported),
+    ("socket", Supported),
     ("verify-compaction", Unsupported),
     ("validation", Unsupported),
     ("heartbeat-url", Unsupported),
@@ -135,13 +135,14 @@ pub(crate) const DB: &[(&str, Key)] = &[
     // Sluice names for the checkpoint thresholds.
     ("checkpoint-page-threshold", Supported),
     ("checkpoint-hard-limit-pages", Supported),
-    ("dir", Unsupported),
-    ("pattern", Unsupported),
-    ("recursive", Unsupported),
-    ("watch", Unsupported),
-    ("meta-dir", Unsupported),
+    ("dir", Supported),
+    ("pattern", Supported),
+    ("recursive", Supported),
+    ("watch", Supported),
+    ("meta-dir", Supported),
 ];
 
+pub(crate) const SOCKET: &[(&str, Key)] = &[("enabled", Supported), ("path", Supported), ("permissions", Supported)];
 pub(crate) const SNAPSHOT: &[(&str, Key)] = &[("interval", Supported), ("retention", Supported)];
 pub(crate) const LEVEL: &[(&str, Key)] = &[("interval", Supported)];
 pub(crate) const RETENTION: &[(&str, Key)] = &[("enabled", Supported)];

@@ -46,8 +46,12 @@ pub const DEFAULT_MAX_SYNC_LTX_FILES: usize = 256;
 /// A parsed configuration file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
-    /// The databases to replicate (`dbs:`).
+    /// The databases to replicate (`dbs:` entries with `path`).
     pub dbs: Vec<DbConfig>,
+    /// Directories whose databases are replicated (`dbs:` entries with `dir`).
+    pub dirs: Vec<DirConfig>,
+    /// `socket:`: the control socket; `None` when it is off.
+    pub socket: Option<SocketConfig>,
     /// `addr`: bind address of the metrics server; `None` when metrics are off.
     pub addr: Option<String>,
     /// `levels[*].interval`: compaction intervals of levels 1..=n.
@@ -84,6 +88,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             dbs: Vec::new(),
+            dirs: Vec::new(),
+            socket: None,
             addr: None,
             levels: DEFAULT_LEVELS.to_vec(),
             snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
@@ -222,5 +228,98 @@ impl ReplicaSettings {
             part_size: None,
             concurrency: None,
         }
+    }
+}
+
+/// `socket:` (Litestream's control socket: an HTTP API on a Unix socket).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketConfig {
+    /// `path` (default `/var/run/litestream.sock`).
+    pub path: PathBuf,
+    /// `permissions` of the socket file (default 0600).
+    pub permissions: u32,
+}
+
+/// Default `socket.path`.
+pub const DEFAULT_SOCKET_PATH: &str = "/var/run/litestream.sock";
+
+/// One `dbs:` entry with `dir:`: every file in the directory whose name matches `pattern` and
+/// that starts with SQLite's magic is a database, replicated with the entry's settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DirConfig {
+    /// `dir`: absolute, lexically cleaned.
+    pub dir: PathBuf,
+    /// `pattern`: a shell glob matched against file names (`*.db`).
+    pub pattern: String,
+    /// `recursive`: look in subdirectories too.
+    pub recursive: bool,
+    /// `watch`: databases created or removed at run time start and stop replicating.
+    pub watch: bool,
+    /// `meta-dir`: staging directories go to `<meta-dir>/<relative path>-litestream`.
+    pub meta_dir: Option<PathBuf>,
+    /// The entry's settings; its `path` is `dir`, its replica the base of every database's.
+    pub template: DbConfig,
+}
+
+impl DirConfig {
+    /// Whether a file name matches `pattern`.
+    pub fn matches(&self, name: &str) -> bool {
+        glob::Pattern::new(&self.pattern).is_ok_and(|p| p.matches(name))
+    }
+
+    /// The settings of the database at `path` (inside `dir`), as Litestream derives them: the
+    /// replica URL or path gets the relative path appended, and the staging directory is made
+    /// unique per database. `None` if `path` is not inside `dir`.
+    pub fn db(&self, path: &Path) -> Option<DbConfig> {
+        let rel = path.strip_prefix(&self.dir).ok()?;
+        let rel_str = rel.to_str()?;
+        if rel_str.is_empty() {
+            return None;
+        }
+        let mut db = self.template.clone();
+        db.path = path.to_path_buf();
+        db.meta_path = match (&self.meta_dir, &self.template.meta_path) {
+            (Some(dir), _) => Some(dir.join(format!("{rel_str}-litestream"))),
+            (None, Some(base)) => {
+                let file = rel.file_name()?.to_string_lossy();
+                let sub = rel.parent().unwrap_or(Path::new(""));
+                Some(base.join(sub).join(format!(".{file}-litestream")))
+            }
+            (None, None) => None,
+        };
+        let storage = &mut db.replica.storage;
+        if let Some(url) = storage.url.take() {
+            storage.url = Some(append_to_url(&url, rel_str));
+        } else {
+            let base = storage.path.take().unwrap_or_default();
+            storage.path = Some(join_slash(&base, rel_str));
+        }
+        Some(db)
+    }
+}
+
+/// `base/rel` with exactly one slash between (an empty base gives `rel`).
+fn join_slash(base: &str, rel: &str) -> String {
+    let base = base.trim_end_matches('/');
+    if base.is_empty() { rel.to_string() } else { format!("{base}/{rel}") }
+}
+
+/// Appends `rel` to the path of a replica URL (`s3://bkt/base?endpoint=…`), or to a bare path.
+fn append_to_url(url: &str, rel: &str) -> String {
+    let (main, query) = match url.split_once('?') {
+        Some((m, q)) => (m, Some(q)),
+        None => (url, None),
+    };
+    let joined = match main.split_once("://") {
+        // `s3://bucket` has no path yet: the relative path becomes it.
+        Some((scheme, rest)) => match rest.split_once('/') {
+            Some((host, path)) => format!("{scheme}://{host}/{}", join_slash(path, rel)),
+            None => format!("{scheme}://{rest}/{rel}"),
+        },
+        None => join_slash(main, rel),
+    };
+    match query {
+        Some(q) => format!("{joined}?{q}"),
+        None => joined,
     }
 }

@@ -1,5 +1,7 @@
 //! The unknown-key policy and validation errors.
 
+use std::path::Path;
+
 use super::{parse, parse_err};
 use crate::Error;
 
@@ -44,12 +46,11 @@ fn unknown_keys_are_errors_naming_their_path() {
 #[test]
 fn unsupported_litestream_keys_are_warnings() {
     let cfg = parse(&format!(
-        "socket:\n  enabled: true\n  path: /tmp/s.sock\nmcp-addr: ':3001'\nheartbeat-url: https://hc.example/x\n\
+        "mcp-addr: ':3001'\nheartbeat-url: https://hc.example/x\n\
          heartbeat-interval: 5m\nverify-compaction: true\nvalidation:\n  interval: 1h\nsign-payload: true\n{DB}      \
          sse-kms-key-id: abc\n      storage-class: GLACIER\n      require-content-md5: false\n"
     ));
     let want = [
-        "socket",
         "mcp-addr",
         "heartbeat-url",
         "heartbeat-interval",
@@ -86,16 +87,49 @@ fn v03_replica_keys_are_warnings() {
 }
 
 #[test]
-fn directory_replication_is_skipped_with_a_warning() {
+fn directory_entries_derive_each_databases_settings_as_litestream() {
     let cfg = parse(
         "dbs:\n  - dir: /data\n    pattern: '*.db'\n    recursive: true\n    watch: true\n    replica:\n      \
-         url: s3://bkt/dir\n  - path: /a.db\n    replica:\n      url: s3://bkt/a\n",
+         url: s3://bkt/dir?endpoint=http://h:9000\n  - dir: /other\n    pattern: 't?.sqlite'\n    meta-dir: /meta\n    \
+         replica:\n      type: s3\n      bucket: b\n      path: base/\n  - dir: /third\n    pattern: '*'\n    \
+         meta-path: /m\n    replica:\n      url: file:///backups\n  - path: /a.db\n    replica:\n      url: s3://bkt/a\n",
     );
+    assert!(cfg.warnings.is_empty(), "{:#?}", cfg.warnings);
     assert_eq!(cfg.dbs.len(), 1);
-    assert_eq!(cfg.warnings.len(), 5, "{:#?}", cfg.warnings);
-    assert!(cfg.warnings[4].starts_with("dbs[0]: directory replication"), "{}", cfg.warnings[4]);
+    let [a, b, c] = &cfg.dirs[..] else { panic!("{:#?}", cfg.dirs) };
+    assert!(a.recursive && a.watch && !b.recursive && !b.watch);
+    assert!(a.matches("x.db") && !a.matches("x.db-wal") && b.matches("t1.sqlite") && !b.matches("t10.sqlite"));
+    let db = a.db(Path::new("/data/t/x.db")).expect("inside");
+    assert_eq!(db.path, Path::new("/data/t/x.db"));
+    assert_eq!(db.replica.storage.url.as_deref(), Some("s3://bkt/dir/t/x.db?endpoint=http://h:9000"));
+    assert_eq!(db.meta_dir(), Path::new("/data/t/.x.db-litestream"));
+    let db = b.db(Path::new("/other/t1.sqlite")).expect("inside");
+    assert_eq!(db.replica.storage.path.as_deref(), Some("base/t1.sqlite"));
+    assert_eq!(db.meta_dir(), Path::new("/meta/t1.sqlite-litestream"));
+    let db = c.db(Path::new("/third/d/e.db")).expect("inside");
+    assert_eq!(db.replica.storage.url.as_deref(), Some("file:///backups/d/e.db"));
+    assert_eq!(db.meta_dir(), Path::new("/m/d/.e.db-litestream"));
+    assert!(a.db(Path::new("/elsewhere/x.db")).is_none());
+
     let (loc, reason) = invalid_at("dbs:\n  - path: /a.db\n    dir: /data\n    replica:\n      url: s3://b/a\n");
     assert_eq!((loc.as_str(), reason.as_str()), ("dbs[0]", "cannot specify both `path` and `dir`"));
+    let (_, reason) = invalid_at("dbs:\n  - dir: /data\n    replica:\n      url: s3://b/a\n");
+    assert!(reason.starts_with("`pattern` is required"), "{reason}");
+    let (loc, _) = invalid_at("dbs:\n  - dir: /d\n    pattern: '[x'\n    replica:\n      url: s3://b/a\n");
+    assert_eq!(loc, "dbs[0].pattern");
+    let (loc, _) = invalid_at("dbs:\n  - path: /a.db\n    watch: true\n    replica:\n      url: s3://b/a\n");
+    assert_eq!(loc, "dbs[0].watch");
+}
+
+#[test]
+fn the_control_socket() {
+    let cfg = parse(&format!("socket:\n  enabled: true\n  path: /tmp/s.sock\n  permissions: 0660\n{DB}"));
+    let socket = cfg.socket.expect("enabled");
+    assert_eq!((socket.path.as_path(), socket.permissions), (Path::new("/tmp/s.sock"), 0o660));
+    let cfg = parse(&format!("socket:\n  enabled: true\n{DB}"));
+    assert_eq!(cfg.socket.map(|s| (s.path, s.permissions)), Some(("/var/run/litestream.sock".into(), 0o600)));
+    assert!(parse(&format!("socket:\n  path: /tmp/s.sock\n{DB}")).socket.is_none());
+    assert_eq!(invalid_at(&format!("socket:\n  enabled: true\n  permissions: 0999\n{DB}")).0, "socket.permissions");
 }
 
 #[test]
@@ -126,7 +160,10 @@ fn replica_count_rules() {
     assert_eq!(invalid_at(both).1, "cannot specify both `replica` and `replicas`");
     assert!(invalid_at("dbs:\n  - path: /a.db\n").1.starts_with("no replica configured"));
     assert!(invalid_at("dbs:\n  - path: /a.db\n    replicas: []\n").1.starts_with("no replica configured"));
-    assert_eq!(invalid_at("dbs:\n  - replica: {url: 's3://b/1'}\n"), ("dbs[0]".into(), "`path` is required".into()));
+    assert_eq!(
+        invalid_at("dbs:\n  - replica: {url: 's3://b/1'}\n"),
+        ("dbs[0]".into(), "`path` (or `dir` with `pattern`) is required".into())
+    );
     let dup =
         "dbs:\n  - path: /a.db\n    replica: {url: 's3://b/1'}\n  - path: /x/../a.db\n    replica: {url: 's3://b/2'}\n";
     assert_eq!(invalid_at(dup).0, "dbs[1].path");
