@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use sluice_config::{Config, DbConfig, ReplicaSettings};
 use sluice_engine::write::compaction::Retention;
 use sluice_engine::write::metrics::DbMetrics;
+use sluice_replicate::fsevents::FsEvents;
 use sluice_replicate::presence::{self, Presence};
 use sluice_replicate::{ReplicateOptions, Request, replicate};
 use sluice_storage::ReplicaClient;
@@ -74,12 +75,13 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    let events = FsEvents::start();
     let mut all_metrics = Vec::new();
     let mut senders: Vec<(mpsc::Sender<Request>, Arc<OnceLock<DaemonLock>>)> = Vec::new();
     for db in &cfg.dbs {
         let client = ReplicaClient::open(&db.replica.storage)
             .with_context(|| format!("invalid replica for {}", db.path.display()))?;
-        let opts = options(&cfg, db);
+        let opts = options(&cfg, db, &events);
         // The lock file lives in the meta directory, which takes the database's permissions
         // and is not created before the database: taken now if the database exists (so a
         // second daemon is refused at once), otherwise once it appears.
@@ -234,7 +236,8 @@ async fn replicate_when_present(
     lock: &OnceLock<DaemonLock>,
 ) -> Result<()> {
     if lock.get().is_none() {
-        if presence::wait_for_database(&opts.db_path, &mut shutdown, &mut requests).await.is_none() {
+        let mut events = opts.events.database(&opts.db_path);
+        if presence::wait_for_database(&opts.db_path, &mut events, &mut shutdown, &mut requests).await.is_none() {
             return Ok(());
         }
         let held = DaemonLock::acquire(&opts.meta_dir, &opts.db_path)
@@ -277,7 +280,7 @@ fn forward(child: &Option<tokio::process::Child>, sig: &str) {
 }
 
 /// Engine options for one database from the config.
-pub fn options(cfg: &Config, db: &DbConfig) -> ReplicateOptions {
+pub fn options(cfg: &Config, db: &DbConfig, events: &FsEvents) -> ReplicateOptions {
     ReplicateOptions {
         db_path: db.path.clone(),
         meta_dir: db.meta_dir(),
@@ -299,6 +302,7 @@ pub fn options(cfg: &Config, db: &DbConfig) -> ReplicateOptions {
         stall_timeout: sluice_replicate::DEFAULT_STALL_TIMEOUT,
         lease_ttl: cfg.lease_ttl,
         max_pending_size: cfg.max_pending_size,
+        events: events.clone(),
     }
 }
 

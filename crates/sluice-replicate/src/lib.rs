@@ -11,12 +11,14 @@
 //! - [`uploader`], [`compaction`]: shipping files, the level ladder, snapshots, retention.
 //! - [`index`]: the in-memory view of the replica. [`metrics`]: Prometheus counters.
 //! - [`outage`]: storage outages (backoff, logging once, what is permanent).
+//! - [`fsevents`]: file-change notification, so idle databases cost no wake-ups.
 //! - [`service`]: the three tasks of one database; [`poll`]: watching the WAL index.
 //! - [`lifecycle`]: [`replicate`], one database from its appearance on, across deletions;
 //!   [`presence`]: waiting for a database file and noticing it go.
 
 pub mod actor;
 mod conn;
+pub mod fsevents;
 pub mod lifecycle;
 pub mod poll;
 pub mod presence;

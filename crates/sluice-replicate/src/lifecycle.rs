@@ -34,8 +34,9 @@ pub async fn replicate(
     let db = opts.db_path.clone();
     let every = opts.monitor_interval.max(MIN_GONE_CHECK);
     let mut previous: Option<DbFile> = None;
+    let mut events = opts.events.database(&db);
     loop {
-        let Some(file) = presence::wait_for_database(&db, &mut shutdown, &mut requests).await else {
+        let Some(file) = presence::wait_for_database(&db, &mut events, &mut shutdown, &mut requests).await else {
             return Ok(());
         };
         if let Some(prev) = previous.filter(|p| p.page_size != file.page_size) {
@@ -46,7 +47,7 @@ pub async fn replicate(
         let session =
             replicate_db(opts.clone(), client.clone(), metrics.clone(), stop_rx, &mut requests, previous.is_none());
         tokio::pin!(session);
-        let gone = presence::gone(&db, file, every);
+        let gone = presence::gone(&db, file, every, &mut events);
         tokio::pin!(gone);
         let mut went: Option<Gone> = None;
         let mut stopping = false;

@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::Request;
+use crate::fsevents::DbEvents;
 use sluice_engine::error::Error;
 
 /// First re-check of a missing database.
@@ -108,6 +109,7 @@ pub fn probe(path: &Path) -> Presence {
 /// [`Error::DatabaseMissing`].
 pub async fn wait_for_database(
     path: &Path,
+    events: &mut DbEvents,
     shutdown: &mut watch::Receiver<bool>,
     requests: &mut mpsc::Receiver<Request>,
 ) -> Option<DbFile> {
@@ -119,6 +121,9 @@ pub async fn wait_for_database(
             return None;
         }
         let presence = probe(path);
+        // With file events a missing database is only looked at when its directory changes; a
+        // file being written (empty, no header yet) is still checked on the timer.
+        let missing = matches!(presence, Presence::Missing);
         if let Presence::Ready(file) = presence {
             if said.is_some() {
                 tracing::info!(db = %path.display(), "the database exists now; replicating it");
@@ -139,7 +144,8 @@ pub async fn wait_for_database(
             said = Some(why);
         }
         tokio::select! {
-            _ = tokio::time::sleep(delay) => delay = (delay * 2).min(MAX_CHECK),
+            _ = tokio::time::sleep(delay), if !(missing && events.enabled()) => delay = (delay * 2).min(MAX_CHECK),
+            _ = events.changed() => delay = FIRST_CHECK,
             changed = shutdown.changed() => {
                 if changed.is_err() {
                     return None;
@@ -172,11 +178,16 @@ pub fn changed(path: &Path, file: DbFile) -> Option<Gone> {
     }
 }
 
-/// Resolves once `path` no longer names `file`, checking every `every`. The replicating
-/// session keeps its descriptors of the old file, so its inode cannot be reused meanwhile.
-pub async fn gone(path: &Path, file: DbFile, every: Duration) -> Gone {
+/// Resolves once `path` no longer names `file`: checked on each file event about it, or every
+/// `every` without events. The replicating session keeps its descriptors of the old file, so
+/// its inode cannot be reused meanwhile.
+pub async fn gone(path: &Path, file: DbFile, every: Duration, events: &mut DbEvents) -> Gone {
     loop {
-        tokio::time::sleep(every).await;
+        if events.enabled() {
+            events.changed().await;
+        } else {
+            tokio::time::sleep(every).await;
+        }
         if let Some(g) = changed(path, file) {
             return g;
         }
@@ -241,7 +252,10 @@ mod tests {
         let (req_tx, mut req_rx) = mpsc::channel(1);
         let waiter = tokio::spawn({
             let p = p.clone();
-            async move { wait_for_database(&p, &mut stop_rx, &mut req_rx).await }
+            async move {
+                let mut events = crate::fsevents::FsEvents::start().database(&p);
+                wait_for_database(&p, &mut events, &mut stop_rx, &mut req_rx).await
+            }
         });
         let (reply_tx, reply_rx) = tokio::sync::oneshot::channel();
         req_tx.send(Request::Sync(reply_tx)).await.expect("send");

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::actor::ShipperHandle;
+use crate::fsevents::{DbEvents, FsEvents};
 use crate::poll::{self, WalWatch};
 use crate::shipper::{Checkpoint, ShipperOptions};
 
@@ -62,6 +63,8 @@ pub struct ReplicateOptions {
     /// Bytes of local files awaiting upload past which capture and checkpoints pause (the
     /// WAL keeps the changes meanwhile); 0 = no limit.
     pub max_pending_size: u64,
+    /// The daemon's file-change notifier (a quiet database waits for it instead of polling).
+    pub events: FsEvents,
 }
 
 impl ReplicateOptions {
@@ -119,6 +122,9 @@ pub(crate) async fn replicate_db(
     let mut monitor = tokio::time::interval(opts.monitor_interval);
     monitor.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut watch = WalWatch::new(&opts.db_path);
+    let mut events = opts.events.database(&opts.db_path);
+    // Quiet: waiting for a file event instead of polling.
+    let mut parked = false;
     let mut poll_delay = poll::MIN_POLL;
     let mut last_checkpoint = Instant::now();
     let mut checkpoint_hold = Instant::now();
@@ -139,9 +145,14 @@ pub(crate) async fn replicate_db(
     let mut budget_warned = false;
     let result: Result<()> = loop {
         let mut checkpoint_now = false;
+        // A parked database still checkpoints on time after its last writes.
+        let park_limit =
+            (dirty && !opts.checkpoint_interval.is_zero()).then(|| last_checkpoint + opts.checkpoint_interval);
         tokio::select! {
-            _ = monitor.tick() => {}
-            _ = tokio::time::sleep(poll_delay) => {
+            // The monitor tick is the safety net of polling; file events replace it.
+            _ = monitor.tick(), if !events.enabled() => {}
+            _ = pause(&mut events, parked, poll_delay, park_limit) => {
+                parked = false;
                 // Capture once per sync interval when the WAL changed (lag stays within about
                 // one interval, at one capture per upload), and checkpoint as soon as the WAL
                 // holds more frames than the threshold, which keeps it bounded under any load.
@@ -165,6 +176,15 @@ pub(crate) async fn replicate_db(
                         // Wake up when the capture is due, not up to a poll later.
                         let until_due = capture_due.saturating_duration_since(Instant::now());
                         poll_delay = poll_delay.min(until_due.max(Duration::from_millis(1)));
+                    } else if poll_delay >= poll::MAX_POLL && events.arm() {
+                        // Quiet at the slowest pace: park until the next write. One more look
+                        // catches a write that landed between the poll and the arming.
+                        let seen = watch.observe();
+                        pending |= seen.changed;
+                        parked = !seen.changed;
+                        if seen.changed {
+                            poll_delay = poll::MIN_POLL;
+                        }
                     }
                     continue;
                 }
@@ -306,6 +326,22 @@ pub(crate) async fn replicate_db(
     match (result, final_capture.err().or(upload_err)) {
         (Err(e), _) | (Ok(()), Some(e)) => Err(e),
         (Ok(()), None) => Ok(()),
+    }
+}
+
+/// The wait between polls: `delay`, or while parked until a file event (or `limit`).
+async fn pause(events: &mut DbEvents, parked: bool, delay: Duration, limit: Option<Instant>) {
+    if !parked {
+        return tokio::time::sleep(delay).await;
+    }
+    match limit {
+        Some(at) => {
+            tokio::select! {
+                _ = events.changed() => {}
+                _ = tokio::time::sleep_until(at) => {}
+            }
+        }
+        None => events.changed().await,
     }
 }
 

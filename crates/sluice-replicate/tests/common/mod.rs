@@ -49,6 +49,7 @@ pub fn options(db: &Path) -> ReplicateOptions {
         stall_timeout: Duration::from_secs(30),
         lease_ttl: Duration::from_secs(600),
         max_pending_size: 0,
+        events: sluice_replicate::fsevents::FsEvents::start(),
     }
 }
 
