@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use sluice_engine::perms::Perms;
-use sluice_engine::write::metrics::{DbMetrics, render_all};
+use sluice_engine::write::metrics::render_all;
+
+use crate::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Name of the lock/PID file in the meta directory.
@@ -58,10 +60,10 @@ impl DaemonLock {
 }
 
 /// Serves Prometheus text on `GET /metrics` (plain HTTP/1.1, one response per connection).
-pub async fn serve_metrics(listener: tokio::net::TcpListener, dbs: Vec<Arc<DbMetrics>>) {
+pub async fn serve_metrics(listener: tokio::net::TcpListener, registry: Registry) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else { continue };
-        let dbs = dbs.clone();
+        let dbs = registry.metrics();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let n = sock.read(&mut buf).await.unwrap_or(0);

@@ -11,11 +11,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod args;
+mod control;
+mod control_cmd;
 mod daemon;
 mod databases_cmd;
+mod discover;
 mod logging;
 mod ltx_cmd;
 mod malloc;
+mod registry;
 mod replica;
 mod replicate_cmd;
 mod restore_cmd;
@@ -44,6 +48,14 @@ enum Command {
     Sync(sync_cmd::Args),
     /// List the databases a config file replicates, and their replicas.
     Databases(databases_cmd::Args),
+    /// Start replicating a database in a running daemon (control socket).
+    Register(control_cmd::RegisterArgs),
+    /// Stop replicating a database in a running daemon, after a last sync (control socket).
+    Unregister(control_cmd::UnregisterArgs),
+    /// List the databases a running daemon replicates (control socket).
+    List(control_cmd::QueryArgs),
+    /// Show a running daemon's version, PID, uptime and database count (control socket).
+    Info(control_cmd::QueryArgs),
     /// Print the version.
     Version,
 }
@@ -68,6 +80,10 @@ fn main() -> ExitCode {
             Command::Replicate(args) => replicate_cmd::run(args).await,
             Command::Sync(args) => sync_cmd::run(args).await,
             Command::Databases(args) => databases_cmd::run(args).await,
+            Command::Register(args) => control_cmd::register(args).await,
+            Command::Unregister(args) => control_cmd::unregister(args).await,
+            Command::List(args) => control_cmd::list(args).await,
+            Command::Info(args) => control_cmd::info(args).await,
             Command::Version => {
                 println!("sluice v{}", env!("CARGO_PKG_VERSION"));
                 Ok(ExitCode::SUCCESS)

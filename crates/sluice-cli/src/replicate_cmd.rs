@@ -3,20 +3,23 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use sluice_config::{Config, DbConfig, ReplicaSettings};
+use sluice_engine::write::Limits;
 use sluice_engine::write::compaction::Retention;
-use sluice_engine::write::metrics::DbMetrics;
+use sluice_replicate::ReplicateOptions;
 use sluice_replicate::fsevents::FsEvents;
 use sluice_replicate::presence::{self, Presence};
-use sluice_replicate::{ReplicateOptions, Request, replicate};
 use sluice_storage::ReplicaClient;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
-use crate::daemon::{DaemonLock, serve_metrics};
+use crate::control;
+use crate::daemon::serve_metrics;
+use crate::discover;
+use crate::registry::{Registry, Source};
 
 /// Arguments of `sluice replicate`.
 #[derive(clap::Args)]
@@ -57,7 +60,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
-    if cfg.dbs.is_empty() {
+    if cfg.dbs.is_empty() && cfg.dirs.is_empty() && cfg.socket.is_none() {
         bail!("no databases to replicate: give DB_PATH REPLICA_URL or a config file with `dbs:`");
     }
     for db in &cfg.dbs {
@@ -74,40 +77,29 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
     let events = FsEvents::start();
-    let mut all_metrics = Vec::new();
-    let mut senders: Vec<(mpsc::Sender<Request>, Arc<OnceLock<DaemonLock>>)> = Vec::new();
+    let cfg = Arc::new(cfg);
+    let (registry, mut done) = Registry::new(cfg.clone(), events.clone());
     for db in &cfg.dbs {
-        let client = ReplicaClient::open(&db.replica.storage)
-            .with_context(|| format!("invalid replica for {}", db.path.display()))?;
-        let opts = options(&cfg, db, &events);
-        // The lock file lives in the meta directory, which takes the database's permissions
-        // and is not created before the database: taken now if the database exists (so a
-        // second daemon is refused at once), otherwise once it appears.
-        let lock = Arc::new(OnceLock::new());
-        if matches!(presence::probe(&db.path), Presence::Ready(_)) {
-            let held = DaemonLock::acquire(&opts.meta_dir, &db.path)
-                .with_context(|| format!("cannot replicate {}", db.path.display()))?;
-            let _ = lock.set(held);
+        registry.add(db, Source::Config)?;
+    }
+    for dir in &cfg.dirs {
+        // The first scan before start-up completes, so `--once` includes what it finds.
+        let found = discover::register(dir, &registry);
+        if dir.watch && !args.once {
+            tokio::spawn(discover::watch(dir.clone(), found, registry.clone(), events.clone(), shutdown_rx.clone()));
         }
-        let metrics = Arc::new(DbMetrics { db: db.path.display().to_string(), ..DbMetrics::default() });
-        all_metrics.push(metrics.clone());
-        let (req_tx, req_rx) = mpsc::channel(4);
-        senders.push((req_tx, lock.clone()));
-        let name = db.path.display().to_string();
-        let rx = shutdown_rx.clone();
-        tasks.spawn(async move {
-            let result = replicate_when_present(opts, client, metrics, rx, req_rx, &lock).await;
-            (name, result)
-        });
     }
     if let Some(addr) = &cfg.addr {
         let addr = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.clone() };
         let listener =
             tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-        tokio::spawn(serve_metrics(listener, all_metrics));
+        tokio::spawn(serve_metrics(listener, registry.clone()));
     }
+    let _socket = match &cfg.socket {
+        Some(sc) => Some(control::serve(sc, registry.clone()).await?),
+        None => None,
+    };
     let mut child = match args.exec.as_ref().or(cfg.exec.as_ref()) {
         Some(cmd) => Some(
             // Its own process group, so signals reach every process of a shell command.
@@ -123,33 +115,16 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let mut exit = ExitCode::SUCCESS;
     let mut failed = 0;
     if args.once {
-        failed += replicate_once(&cfg, &senders).await;
+        failed += replicate_once(&registry).await;
     }
+    // Without watched directories or a socket, the daemon ends when its last database does.
+    let fixed = cfg.dirs.iter().all(|d| !d.watch) && cfg.socket.is_none();
     if !args.once {
         loop {
             tokio::select! {
                 _ = term.recv() => { forward(&child, "TERM"); break; }
                 _ = int.recv() => { forward(&child, "INT"); break; }
-                _ = usr1.recv() => {
-                    for (tx, lock) in &senders {
-                        let (r_tx, r_rx) = oneshot::channel();
-                        // Never waits: a database whose queue is full must not hold up signals.
-                        if tx.try_send(Request::Sync(r_tx)).is_ok() {
-                            let lock = lock.clone();
-                            tokio::spawn(async move {
-                                let outcome = match r_rx.await {
-                                    Ok(Ok(txid)) => txid.to_string(),
-                                    Ok(Err(e)) => format!("error: {e}"),
-                                    Err(_) => "error: replication stopped".to_string(),
-                                };
-                                // No lock yet: the database does not exist, so no `sluice sync` waits.
-                                if let Some(lock) = lock.get() {
-                                    lock.ack(&outcome);
-                                }
-                            });
-                        }
-                    }
-                }
+                _ = usr1.recv() => registry.sync_all_with_ack(),
                 status = async { child.as_mut().expect("guarded").wait().await }, if child.is_some() => {
                     let code = status.ok().and_then(|s| s.code()).unwrap_or(1);
                     tracing::info!(code, "child process exited; stopping");
@@ -157,13 +132,20 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                     child = None;
                     break;
                 }
-                Some(done) = tasks.join_next() => {
-                    failed += 1;
-                    match done {
-                        Ok((name, Err(e))) => tracing::error!(db = %name, "stopped replicating: {e:#}"),
-                        Ok((name, Ok(()))) => tracing::error!(db = %name, "stopped replicating"),
-                        Err(e) => tracing::error!("replication task failed: {e}"),
+                Some(d) = done.recv() => {
+                    match (&d.result, d.removed) {
+                        (Ok(()), true) => {
+                            tracing::info!(db = %d.path.display(), "stopped replicating (removed)");
+                            continue;
+                        }
+                        (Err(e), true) => {
+                            tracing::warn!(db = %d.path.display(), "last sync of a removed database failed: {e:#}");
+                            continue;
+                        }
+                        (Err(e), false) => tracing::error!(db = %d.path.display(), "stopped replicating: {e:#}"),
+                        (Ok(()), false) => tracing::error!(db = %d.path.display(), "stopped replicating"),
                     }
+                    failed += 1;
                     // Fail closed: the application must never run on unprotected; its supervisor
                     // sees the non-zero exit and can restart both once the cause is fixed.
                     if child.is_some() {
@@ -172,7 +154,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                         forward(&child, "TERM");
                         break;
                     }
-                    if tasks.is_empty() {
+                    if registry.len() == 0 && fixed {
                         break;
                     }
                 }
@@ -180,12 +162,14 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         }
     }
     let _ = shutdown_tx.send(true);
+    registry.stop_all();
     // A second signal aborts the final sync.
     let drain = async {
-        while let Some(done) = tasks.join_next().await {
-            if let Ok((name, Err(e))) = done {
+        while registry.len() > 0 {
+            let Some(d) = done.recv().await else { break };
+            if let Err(e) = d.result {
                 failed += 1;
-                tracing::error!(db = %name, "final sync failed: {e:#}");
+                tracing::error!(db = %d.path.display(), "final sync failed: {e:#}");
             }
         }
     };
@@ -204,47 +188,22 @@ pub async fn run(args: Args) -> Result<ExitCode> {
 }
 
 /// `--once`: one sync of every database (capture and upload now); the number that failed.
-async fn replicate_once(cfg: &Config, senders: &[(mpsc::Sender<Request>, Arc<OnceLock<DaemonLock>>)]) -> usize {
+async fn replicate_once(registry: &Registry) -> usize {
     let mut failed = 0;
-    for (db, (tx, _)) in cfg.dbs.iter().zip(senders) {
-        let (r_tx, r_rx) = oneshot::channel();
-        let outcome = match tx.send(Request::Sync(r_tx)).await {
-            Ok(()) => {
-                r_rx.await.map_err(|_| anyhow::anyhow!("replication stopped")).and_then(|r| r.map_err(Into::into))
-            }
-            Err(_) => Err(anyhow::anyhow!("replication stopped")),
+    for (path, _) in registry.paths() {
+        let outcome = match registry.sync(&path) {
+            Ok(rx) => rx.await.map_err(|_| anyhow::anyhow!("replication stopped")).and_then(|r| r.map_err(Into::into)),
+            Err(e) => Err(e),
         };
         match outcome {
-            Ok(txid) => tracing::info!(db = %db.path.display(), %txid, "replicated once"),
+            Ok(txid) => tracing::info!(db = %path.display(), %txid, "replicated once"),
             Err(e) => {
                 failed += 1;
-                tracing::error!(db = %db.path.display(), "replicating once failed: {e:#}");
+                tracing::error!(db = %path.display(), "replicating once failed: {e:#}");
             }
         }
     }
     failed
-}
-
-/// Waits for the database to exist if it did not at start, takes its daemon lock then, and
-/// replicates it until shutdown.
-async fn replicate_when_present(
-    opts: ReplicateOptions,
-    client: ReplicaClient,
-    metrics: Arc<DbMetrics>,
-    mut shutdown: watch::Receiver<bool>,
-    mut requests: mpsc::Receiver<Request>,
-    lock: &OnceLock<DaemonLock>,
-) -> Result<()> {
-    if lock.get().is_none() {
-        let mut events = opts.events.database(&opts.db_path);
-        if presence::wait_for_database(&opts.db_path, &mut events, &mut shutdown, &mut requests).await.is_none() {
-            return Ok(());
-        }
-        let held = DaemonLock::acquire(&opts.meta_dir, &opts.db_path)
-            .with_context(|| format!("cannot replicate {}", opts.db_path.display()))?;
-        let _ = lock.set(held);
-    }
-    Ok(replicate(opts, client, metrics, shutdown, requests).await?)
 }
 
 /// Restores a database that does not exist from its replica before it is replicated; an empty
@@ -280,7 +239,7 @@ fn forward(child: &Option<tokio::process::Child>, sig: &str) {
 }
 
 /// Engine options for one database from the config.
-pub fn options(cfg: &Config, db: &DbConfig, events: &FsEvents) -> ReplicateOptions {
+pub fn options(cfg: &Config, db: &DbConfig, events: &FsEvents, limits: &Arc<Limits>) -> ReplicateOptions {
     ReplicateOptions {
         db_path: db.path.clone(),
         meta_dir: db.meta_dir(),
@@ -303,6 +262,7 @@ pub fn options(cfg: &Config, db: &DbConfig, events: &FsEvents) -> ReplicateOptio
         lease_ttl: cfg.lease_ttl,
         max_pending_size: cfg.max_pending_size,
         events: events.clone(),
+        limits: limits.clone(),
     }
 }
 

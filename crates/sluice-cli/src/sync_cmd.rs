@@ -1,4 +1,6 @@
-//! `sluice sync DB`: asks the running daemon to capture and upload now, and waits for it.
+//! `sluice sync DB`: asks the running daemon to capture and upload now. Through the control
+//! socket when the daemon has one (`--wait` then waits for the upload); otherwise by a signal
+//! to the daemon whose lock file the database's meta directory holds, waiting for its reply.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::control;
+use crate::control_cmd::SocketArgs;
 use crate::daemon::{ACK_FILE, LOCK_FILE};
 use crate::replicate_cmd::meta_dir_of;
 
@@ -20,9 +24,26 @@ pub struct Args {
     /// How long to wait for the daemon.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// Wait until the upload is done (always the case without a control socket).
+    #[arg(long)]
+    wait: bool,
+    /// Control socket of the daemon (default: the config's, if enabled).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
+    let sock = SocketArgs { socket: args.socket.clone(), config: args.config.clone(), timeout: args.timeout };
+    if let Some(socket) = sock.resolve().filter(|s| args.socket.is_some() || s.exists()) {
+        let path = std::path::absolute(&args.db_path)?.display().to_string();
+        let body = serde_json::json!({ "path": path, "wait": args.wait, "timeout": args.timeout.as_secs().max(1) });
+        let reply = control::call(&socket, "POST", "/sync", Some(body), args.timeout + Duration::from_secs(1)).await?;
+        match reply["txid"].as_str() {
+            Some(txid) => println!("synced {} to TXID {txid}", args.db_path.display()),
+            None => println!("sync of {} requested", args.db_path.display()),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let meta = meta_dir_of(&args.db_path, args.config.as_deref(), true)?;
     let pid_text = std::fs::read_to_string(meta.join(LOCK_FILE)).with_context(|| {
         if !args.db_path.exists() {

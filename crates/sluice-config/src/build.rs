@@ -29,6 +29,9 @@ pub(crate) fn build(root: &Value, env: EnvLookup<'_>) -> Result<Config> {
         logging: logging(&top, env, &mut warnings)?,
         lease_ttl: positive(&top, "lease-ttl")?.unwrap_or(DEFAULT_LEASE_TTL),
         max_pending_size: top.size("max-pending-size")?.unwrap_or(DEFAULT_MAX_PENDING_SIZE),
+        max_concurrent_uploads: count(&top, "max-concurrent-uploads")?.unwrap_or(DEFAULT_MAX_CONCURRENT_UPLOADS),
+        max_concurrent_compactions: count(&top, "max-concurrent-compactions")?
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_COMPACTIONS),
         ..Config::default()
     };
     let retention = top.section("retention")?;
@@ -93,6 +96,15 @@ fn socket(top: &Section<'_>, env: EnvLookup<'_>, warnings: &mut Vec<String>) -> 
         }
     };
     Ok(Some(SocketConfig { path, permissions }))
+}
+
+/// A count that must be ≥ 1 when given.
+fn count(sec: &Section<'_>, key: &str) -> Result<Option<usize>> {
+    match sec.uint(key)? {
+        Some(0) => Err(Error::invalid(sec.at(key), "must be at least 1")),
+        Some(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        None => Ok(None),
+    }
 }
 
 /// A duration that must be > 0 when given.

@@ -41,9 +41,12 @@ pub(crate) const TOP: &[(&str, Key)] = &[
     ("exec", Supported),
     ("shutdown-sync-timeout", Supported),
     ("shutdown-sync-interval", Supported),
-    // Sluice's own: the replica lease's lifetime, the local pending-file budget.
+    // Sluice's own: the replica lease's lifetime, the local pending-file budget, the
+    // daemon-wide bounds on storage work.
     ("lease-ttl", Supported),
     ("max-pending-size", Supported),
+    ("max-concurrent-uploads", Supported),
+    ("max-concurrent-compactions", Supported),
     ("socket", Supported),
     ("verify-compaction", Unsupported),
     ("validation", Unsupported),

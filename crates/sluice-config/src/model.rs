@@ -26,6 +26,10 @@ pub const DEFAULT_SHUTDOWN_SYNC_INTERVAL: Duration = Duration::from_millis(500);
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10 * 60);
 /// Default `max-pending-size` (Sluice's): local files not yet uploaded; 0 means no limit.
 pub const DEFAULT_MAX_PENDING_SIZE: u64 = 0;
+/// Default `max-concurrent-uploads` (Sluice's).
+pub const DEFAULT_MAX_CONCURRENT_UPLOADS: usize = 32;
+/// Default `max-concurrent-compactions` (Sluice's).
+pub const DEFAULT_MAX_CONCURRENT_COMPACTIONS: usize = 4;
 /// Default `monitor-interval`.
 pub const DEFAULT_MONITOR_INTERVAL: Duration = Duration::from_secs(1);
 /// Default `checkpoint-interval`.
@@ -79,6 +83,10 @@ pub struct Config {
     /// `max-pending-size`: bytes of local files awaiting upload past which capture and
     /// checkpoints pause (the WAL keeps the changes); 0 = no limit.
     pub max_pending_size: u64,
+    /// `max-concurrent-uploads`: uploads (and connects) in flight across all databases.
+    pub max_concurrent_uploads: usize,
+    /// `max-concurrent-compactions`: compactions and snapshots in flight across all databases.
+    pub max_concurrent_compactions: usize,
     /// Human-readable warnings about ignored keys, each starting with the key's location.
     /// The CLI prints them.
     pub warnings: Vec<String>,
@@ -103,6 +111,8 @@ impl Default for Config {
             shutdown_sync_interval: DEFAULT_SHUTDOWN_SYNC_INTERVAL,
             lease_ttl: DEFAULT_LEASE_TTL,
             max_pending_size: DEFAULT_MAX_PENDING_SIZE,
+            max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
+            max_concurrent_compactions: DEFAULT_MAX_CONCURRENT_COMPACTIONS,
             warnings: Vec::new(),
         }
     }

@@ -44,6 +44,7 @@ fn write_opts(buffer: &Path, fsync: Fsync) -> WriteOptions {
             },
             shutdown_sync_timeout: Duration::from_secs(10),
             lease_ttl: Duration::from_secs(600),
+            limits: Default::default(),
         },
     }
 }

@@ -65,6 +65,8 @@ pub struct ReplicateOptions {
     pub max_pending_size: u64,
     /// The daemon's file-change notifier (a quiet database waits for it instead of polling).
     pub events: FsEvents,
+    /// Bounds on storage work shared by the daemon's databases.
+    pub limits: Arc<sluice_engine::write::Limits>,
 }
 
 impl ReplicateOptions {
@@ -77,6 +79,7 @@ impl ReplicateOptions {
             retention: self.retention.clone(),
             shutdown_sync_timeout: self.shutdown_sync_timeout,
             lease_ttl: self.lease_ttl,
+            limits: self.limits.clone(),
         }
     }
 }

@@ -162,6 +162,7 @@ fn writer_options(settings: &DbSettings) -> WriterOptions {
         },
         shutdown_sync_timeout: sluice_config::DEFAULT_SHUTDOWN_SYNC_TIMEOUT,
         lease_ttl: w.lease_ttl.unwrap_or(sluice_config::DEFAULT_LEASE_TTL),
+        limits: Default::default(),
     }
 }
 

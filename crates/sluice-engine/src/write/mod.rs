@@ -30,7 +30,7 @@ pub mod session;
 pub mod uploader;
 pub mod writer;
 
-pub use writer::{ReplicaWriter, Tasks, WriterOptions, connect};
+pub use writer::{Limits, ReplicaWriter, Tasks, WriterOptions, connect};
 
 /// Where a level-9 snapshot comes from when the replica has none to merge one from: the
 /// database the writer captures (the WAL shipper, the VFS write buffer).

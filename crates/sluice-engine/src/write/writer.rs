@@ -42,6 +42,45 @@ pub struct WriterOptions {
     pub shutdown_sync_timeout: Duration,
     /// How long the replica lease stays valid without renewal.
     pub lease_ttl: Duration,
+    /// Bounds shared with the other databases of the process.
+    pub limits: Arc<Limits>,
+}
+
+/// Process-wide bounds on storage work, shared by the writers of every database, so that a
+/// burst across a thousand databases queues instead of opening a thousand connections and
+/// holding a thousand uploads in memory.
+#[derive(Debug)]
+pub struct Limits {
+    /// Uploads and connects (lease + listing) in flight.
+    pub transfers: tokio::sync::Semaphore,
+    /// Compactions and snapshots in flight (they read and write whole files).
+    pub maintenance: tokio::sync::Semaphore,
+}
+
+impl Limits {
+    /// Default transfers in flight.
+    pub const TRANSFERS: usize = 32;
+    /// Default compactions and snapshots in flight.
+    pub const MAINTENANCE: usize = 4;
+
+    /// Limits with `transfers` uploads and `maintenance` compactions at a time (each ≥ 1).
+    pub fn new(transfers: usize, maintenance: usize) -> Self {
+        Limits {
+            transfers: tokio::sync::Semaphore::new(transfers.max(1)),
+            maintenance: tokio::sync::Semaphore::new(maintenance.max(1)),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::new(Self::TRANSFERS, Self::MAINTENANCE)
+    }
+}
+
+/// Waits for a permit; a closed semaphore (never closed here) lets the work through.
+async fn permit(s: &tokio::sync::Semaphore) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    s.acquire().await.ok()
 }
 
 impl WriterOptions {
@@ -68,6 +107,7 @@ pub async fn connect(
     let mut backoff = Backoff::new(Duration::from_millis(200), opts.retry_cap());
     loop {
         let attempt = async {
+            let _permit = permit(&opts.limits.transfers).await;
             let lease = Lease::acquire(client, meta_dir, db, opts.lease_ttl).await?;
             Ok::<_, Error>((lease, ReplicaIndex::load(client).await?))
         };
@@ -199,6 +239,7 @@ impl ReplicaWriter {
         } else {
             held.renew_if_due().await?;
         }
+        let _permit = permit(&self.opts.limits.transfers).await;
         upload_pending(&self.client, &self.meta, &self.index, &self.metrics).await
     }
 
@@ -315,6 +356,7 @@ impl ReplicaWriter {
                     needs_snapshot = false;
                     continue;
                 }
+                let _permit = permit(&opts.limits.maintenance).await;
                 match compaction::snapshot(client, meta, source.as_ref(), index, metrics).await {
                     Ok(_) => needs_snapshot = false,
                     Err(e) => {
@@ -336,6 +378,7 @@ impl ReplicaWriter {
                 }
                 *at = next_boundary(opts.levels[i]);
                 let level = (i + 1) as u8;
+                let _permit = permit(&opts.limits.maintenance).await;
                 match compaction::compact_level(client, meta, index, level, metrics).await {
                     Ok(Some(_)) if level == 1 => {
                         if let Err(e) =
@@ -351,6 +394,7 @@ impl ReplicaWriter {
             }
             if snap_due <= now {
                 snap_due = next_boundary(opts.snapshot_interval);
+                let _permit = permit(&opts.limits.maintenance).await;
                 match compaction::snapshot(client, meta, source.as_ref(), index, metrics).await {
                     Ok(Some(_)) => {
                         if let Err(e) =

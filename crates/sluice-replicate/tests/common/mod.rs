@@ -50,6 +50,7 @@ pub fn options(db: &Path) -> ReplicateOptions {
         lease_ttl: Duration::from_secs(600),
         max_pending_size: 0,
         events: sluice_replicate::fsevents::FsEvents::start(),
+        limits: Default::default(),
     }
 }
 

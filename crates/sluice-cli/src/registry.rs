@@ -1,0 +1,248 @@
+//! The daemon's databases, whichever way they came: the config's `dbs:`, `dir:` discovery, or
+//! the control socket. Each runs as one task with its own stop signal, so a database can be
+//! added or removed while the others keep replicating.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use anyhow::{Context, Result, anyhow};
+use serde::Serialize;
+use sluice_config::{Config, DbConfig};
+use sluice_engine::write::Limits;
+use sluice_engine::write::metrics::DbMetrics;
+use sluice_ltx::TxId;
+use sluice_replicate::fsevents::FsEvents;
+use sluice_replicate::presence::{self, Presence};
+use sluice_replicate::{ReplicateOptions, Request, replicate};
+use sluice_storage::ReplicaClient;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::daemon::DaemonLock;
+
+/// Where a database's registration came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A `path:` entry of the config.
+    Config,
+    /// Found by a `dir:` entry (its index in `dirs`).
+    Dir,
+    /// Registered through the control socket.
+    Socket,
+}
+
+/// A database task that ended.
+pub struct Done {
+    /// The database.
+    pub path: PathBuf,
+    /// How replication ended.
+    pub result: Result<()>,
+    /// It was removed on purpose (unregistered, or its file left a watched directory).
+    pub removed: bool,
+}
+
+/// One registered database, as `list` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DbInfo {
+    /// Database path.
+    pub path: PathBuf,
+    /// Replica, credentials redacted.
+    pub replica: String,
+    /// How it was registered.
+    pub source: Source,
+    /// Last TXID captured locally and last TXID in the replica (16 hex digits).
+    pub local_txid: String,
+    /// See `local_txid`.
+    pub replica_txid: String,
+}
+
+struct Entry {
+    requests: mpsc::Sender<Request>,
+    lock: Arc<OnceLock<DaemonLock>>,
+    metrics: Arc<DbMetrics>,
+    stop: watch::Sender<bool>,
+    source: Source,
+    replica: String,
+    removed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The registry. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    dbs: Arc<Mutex<BTreeMap<PathBuf, Entry>>>,
+    cfg: Arc<Config>,
+    events: FsEvents,
+    limits: Arc<Limits>,
+    done: mpsc::UnboundedSender<Done>,
+}
+
+impl Registry {
+    /// A registry whose ended tasks are reported on the returned channel.
+    pub fn new(cfg: Arc<Config>, events: FsEvents) -> (Self, mpsc::UnboundedReceiver<Done>) {
+        let (done, done_rx) = mpsc::unbounded_channel();
+        let limits = Arc::new(Limits::new(cfg.max_concurrent_uploads, cfg.max_concurrent_compactions));
+        (Registry { dbs: Arc::default(), cfg, events, limits, done }, done_rx)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<PathBuf, Entry>> {
+        self.dbs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts replicating `db`; `Ok(false)` if it is already registered.
+    pub fn add(&self, db: &DbConfig, source: Source) -> Result<bool> {
+        if self.lock().contains_key(&db.path) {
+            return Ok(false);
+        }
+        let client = ReplicaClient::open(&db.replica.storage)
+            .with_context(|| format!("invalid replica for {}", db.path.display()))?;
+        let opts = self.options(db);
+        // The lock file lives in the meta directory, which takes the database's permissions
+        // and is not created before the database: taken now if the database exists (so a
+        // second daemon is refused at once), otherwise once it appears.
+        let lock = Arc::new(OnceLock::new());
+        if matches!(presence::probe(&db.path), Presence::Ready(_)) {
+            let held = DaemonLock::acquire(&opts.meta_dir, &db.path)
+                .with_context(|| format!("cannot replicate {}", db.path.display()))?;
+            let _ = lock.set(held);
+        }
+        let metrics = Arc::new(DbMetrics { db: db.path.display().to_string(), ..DbMetrics::default() });
+        let (req_tx, req_rx) = mpsc::channel(4);
+        let (stop, stop_rx) = watch::channel(false);
+        let removed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let entry = Entry {
+            requests: req_tx,
+            lock: lock.clone(),
+            metrics: metrics.clone(),
+            stop,
+            source,
+            replica: client.description().to_string(),
+            removed: removed.clone(),
+        };
+        let mut dbs = self.lock();
+        if dbs.contains_key(&db.path) {
+            return Ok(false);
+        }
+        dbs.insert(db.path.clone(), entry);
+        drop(dbs);
+        let (path, done, registry) = (db.path.clone(), self.done.clone(), self.clone());
+        tokio::spawn(async move {
+            let result = replicate_when_present(opts, client, metrics, stop_rx, req_rx, &lock).await;
+            registry.lock().remove(&path);
+            let removed = removed.load(std::sync::atomic::Ordering::Relaxed);
+            let _ = done.send(Done { path, result, removed });
+        });
+        Ok(true)
+    }
+
+    /// Stops replicating `path` (after a last sync); false if it was not registered.
+    pub fn remove(&self, path: &Path) -> bool {
+        let dbs = self.lock();
+        let Some(entry) = dbs.get(path) else { return false };
+        entry.removed.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = entry.stop.send(true);
+        true
+    }
+
+    /// Whether `path` is registered but stopping (removed, its last sync still running).
+    pub fn is_stopping(&self, path: &Path) -> bool {
+        self.lock().get(path).is_some_and(|e| e.removed.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Tells every database to stop (each syncs one last time).
+    pub fn stop_all(&self) {
+        for entry in self.lock().values() {
+            let _ = entry.stop.send(true);
+        }
+    }
+
+    /// Number of running database tasks.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Registered paths and where they came from.
+    pub fn paths(&self) -> Vec<(PathBuf, Source)> {
+        self.lock().iter().map(|(p, e)| (p.clone(), e.source)).collect()
+    }
+
+    /// Every database's metrics.
+    pub fn metrics(&self) -> Vec<Arc<DbMetrics>> {
+        self.lock().values().map(|e| e.metrics.clone()).collect()
+    }
+
+    /// The registered databases.
+    pub fn list(&self) -> Vec<DbInfo> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.lock()
+            .iter()
+            .map(|(p, e)| DbInfo {
+                path: p.clone(),
+                replica: e.replica.clone(),
+                source: e.source,
+                local_txid: TxId(e.metrics.local_txid.load(Relaxed)).to_string(),
+                replica_txid: TxId(e.metrics.replica_txid.load(Relaxed)).to_string(),
+            })
+            .collect()
+    }
+
+    /// Asks `path` to capture and upload now; resolves with the replica's TXID afterwards.
+    /// Never waits for a full queue (a stuck database must not hold up the caller).
+    pub fn sync(&self, path: &Path) -> Result<oneshot::Receiver<sluice_engine::Result<TxId>>> {
+        let dbs = self.lock();
+        let entry = dbs.get(path).ok_or_else(|| anyhow!("{} is not replicated by this daemon", path.display()))?;
+        let (tx, rx) = oneshot::channel();
+        entry
+            .requests
+            .try_send(Request::Sync(tx))
+            .map_err(|_| anyhow!("{} is busy with earlier sync requests", path.display()))?;
+        Ok(rx)
+    }
+
+    /// Sends a sync request to every database; each reply goes to `ack` with its lock file (for
+    /// `sluice sync` waiting on the file).
+    pub fn sync_all_with_ack(&self) {
+        for path in self.lock().keys().cloned().collect::<Vec<_>>() {
+            let lock = self.lock().get(&path).map(|e| e.lock.clone());
+            let (Ok(rx), Some(lock)) = (self.sync(&path), lock) else { continue };
+            tokio::spawn(async move {
+                let outcome = match rx.await {
+                    Ok(Ok(txid)) => txid.to_string(),
+                    Ok(Err(e)) => format!("error: {e}"),
+                    Err(_) => "error: replication stopped".to_string(),
+                };
+                // No lock yet: the database does not exist, so no `sluice sync` waits.
+                if let Some(lock) = lock.get() {
+                    lock.ack(&outcome);
+                }
+            });
+        }
+    }
+
+    /// Engine options for one database.
+    pub fn options(&self, db: &DbConfig) -> ReplicateOptions {
+        crate::replicate_cmd::options(&self.cfg, db, &self.events, &self.limits)
+    }
+}
+
+/// Waits for the database to exist if it did not at start, takes its daemon lock then, and
+/// replicates it until `shutdown`.
+async fn replicate_when_present(
+    opts: ReplicateOptions,
+    client: ReplicaClient,
+    metrics: Arc<DbMetrics>,
+    mut shutdown: watch::Receiver<bool>,
+    mut requests: mpsc::Receiver<Request>,
+    lock: &OnceLock<DaemonLock>,
+) -> Result<()> {
+    if lock.get().is_none() {
+        let mut events = opts.events.database(&opts.db_path);
+        if presence::wait_for_database(&opts.db_path, &mut events, &mut shutdown, &mut requests).await.is_none() {
+            return Ok(());
+        }
+        let held = DaemonLock::acquire(&opts.meta_dir, &opts.db_path)
+            .with_context(|| format!("cannot replicate {}", opts.db_path.display()))?;
+        let _ = lock.set(held);
+    }
+    Ok(replicate(opts, client, metrics, shutdown, requests).await?)
+}
