@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 mod args;
 mod daemon;
 mod databases_cmd;
+mod heartbeat;
 mod logging;
 mod ltx_cmd;
 mod malloc;

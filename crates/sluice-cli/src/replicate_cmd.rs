@@ -100,6 +100,14 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             (name, result)
         });
     }
+    if let Some(url) = &cfg.heartbeat_url {
+        tokio::spawn(crate::heartbeat::run(
+            url.clone(),
+            cfg.heartbeat_interval,
+            all_metrics.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
     if let Some(addr) = &cfg.addr {
         let addr = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.clone() };
         let listener =

@@ -43,12 +43,12 @@ pub(crate) const TOP: &[(&str, Key)] = &[
     ("shutdown-sync-interval", Supported),
     // Sluice's own: the replica lease's lifetime, the local pending-file budget.
     ("lease-ttl", Supported),
+    ("heartbeat-url", Supported),
+    ("heartbeat-interval", Supported),
     ("max-pending-size", Supported),
     ("socket", Unsupported),
     ("verify-compaction", Unsupported),
     ("validation", Unsupported),
-    ("heartbeat-url", Unsupported),
-    ("heartbeat-interval", Unsupported),
     ("mcp-addr", Unsupported),
 ];
 

@@ -13,13 +13,15 @@
 //! - [`outage`]: storage outages (backoff, logging once, what is permanent).
 //! - [`service`]: the three tasks of one database; [`poll`]: watching the WAL index.
 //! - [`lifecycle`]: [`replicate`], one database from its appearance on, across deletions;
-//!   [`presence`]: waiting for a database file and noticing it go.
+//!   [`presence`]: waiting for a database file and noticing it go; `recover`: starting over
+//!   after a database was replaced in place.
 
 pub mod actor;
 mod conn;
 pub mod lifecycle;
 pub mod poll;
 pub mod presence;
+mod recover;
 pub mod service;
 pub mod shipper;
 mod shm;
