@@ -7,7 +7,7 @@
 //! * `sqlite3 app.db ".restore backup.db"` (SQLite's backup API, through the WAL).
 //!
 //! Each time the daemon must notice (and log why), and the replica must stay restorable at
-//! every TXID: the latest restores the replaced database's content (with Sluice and with
+//! every restorable TXID: the latest restores the replaced database's content (with Sluice and with
 //! Litestream), every earlier TXID a consistent prior state, and the TXIDs recorded before the
 //! replacement exactly what the database held then.
 //!
@@ -15,12 +15,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{DAEMON_DEADLINE, Daemon, checkpoint, force_sync, ok, open_app, restore, run, sluice};
+use common::{DAEMON_DEADLINE, Daemon, checkpoint, force_sync, ok, open_app, restore, run, sluice, sluice_ltx};
 use rusqlite::Connection;
 use sluice_testkit::hash;
 use sluice_testkit::process::wait_until;
@@ -171,7 +171,13 @@ fn scenario(how: Replace) {
         assert!(log.contains("replaced"), "{how:?}: no log line says the database was replaced; log:\n{log}");
     }
 
-    for t in 1..=latest {
+    // Every restorable point (uploads merge captures, so a file's end is one): consistent, and
+    // each TXID recorded above exactly what the database held then.
+    let ends: BTreeSet<u64> = sluice_ltx(&s.url).iter().map(|f| f.max).collect();
+    for t in states.keys() {
+        assert!(ends.contains(t), "{how:?}: TXID {t} (a forced sync) is not a restorable point: {ends:?}");
+    }
+    for &t in &ends {
         let got = sha_at(&s, Some(t), &format!("{t}"));
         if let Some(w) = states.get(&t) {
             assert_eq!(&got, w, "{how:?}: restore at TXID {t} differs from the database then");
