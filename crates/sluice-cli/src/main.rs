@@ -16,6 +16,7 @@ mod control_cmd;
 mod daemon;
 mod databases_cmd;
 mod discover;
+mod heartbeat;
 mod logging;
 mod ltx_cmd;
 mod malloc;

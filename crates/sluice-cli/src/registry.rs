@@ -202,9 +202,11 @@ impl Registry {
     /// Sends a sync request to every database; each reply goes to `ack` with its lock file (for
     /// `sluice sync` waiting on the file).
     pub fn sync_all_with_ack(&self) {
-        for path in self.lock().keys().cloned().collect::<Vec<_>>() {
-            let lock = self.lock().get(&path).map(|e| e.lock.clone());
-            let (Ok(rx), Some(lock)) = (self.sync(&path), lock) else { continue };
+        // Collected first: the registry's lock must not be held while `sync` takes it.
+        let dbs: Vec<(PathBuf, Arc<OnceLock<DaemonLock>>)> =
+            self.lock().iter().map(|(p, e)| (p.clone(), e.lock.clone())).collect();
+        for (path, lock) in dbs {
+            let Ok(rx) = self.sync(&path) else { continue };
             tokio::spawn(async move {
                 let outcome = match rx.await {
                     Ok(Ok(txid)) => txid.to_string(),

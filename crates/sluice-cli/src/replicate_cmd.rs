@@ -90,6 +90,9 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             tokio::spawn(discover::watch(dir.clone(), found, registry.clone(), events.clone(), shutdown_rx.clone()));
         }
     }
+    if let Some(url) = &cfg.heartbeat_url {
+        tokio::spawn(crate::heartbeat::run(url.clone(), cfg.heartbeat_interval, registry.clone(), shutdown_rx.clone()));
+    }
     if let Some(addr) = &cfg.addr {
         let addr = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.clone() };
         let listener =

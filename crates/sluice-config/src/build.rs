@@ -27,7 +27,10 @@ pub(crate) fn build(root: &Value, env: EnvLookup<'_>) -> Result<Config> {
         shutdown_sync_timeout: top.duration("shutdown-sync-timeout")?.unwrap_or(DEFAULT_SHUTDOWN_SYNC_TIMEOUT),
         shutdown_sync_interval: positive(&top, "shutdown-sync-interval")?.unwrap_or(DEFAULT_SHUTDOWN_SYNC_INTERVAL),
         logging: logging(&top, env, &mut warnings)?,
-        lease_ttl: positive(&top, "lease-ttl")?.unwrap_or(DEFAULT_LEASE_TTL),
+        lease_ttl: at_least(&top, "lease-ttl", MIN_LEASE_TTL)?.unwrap_or(DEFAULT_LEASE_TTL),
+        heartbeat_url: heartbeat_url(&top)?,
+        heartbeat_interval: at_least(&top, "heartbeat-interval", MIN_HEARTBEAT_INTERVAL)?
+            .unwrap_or(DEFAULT_HEARTBEAT_INTERVAL),
         max_pending_size: top.size("max-pending-size")?.unwrap_or(DEFAULT_MAX_PENDING_SIZE),
         max_concurrent_uploads: count(&top, "max-concurrent-uploads")?.unwrap_or(DEFAULT_MAX_CONCURRENT_UPLOADS),
         max_concurrent_compactions: count(&top, "max-concurrent-compactions")?
@@ -113,6 +116,25 @@ fn positive(sec: &Section<'_>, key: &str) -> Result<Option<Duration>> {
         Some(d) if d.is_zero() => Err(Error::invalid(sec.at(key), "must be greater than 0")),
         other => Ok(other),
     }
+}
+
+/// A duration that must be at least `min` when given.
+fn at_least(sec: &Section<'_>, key: &str, min: Duration) -> Result<Option<Duration>> {
+    match sec.duration(key)? {
+        Some(d) if d < min => {
+            Err(Error::invalid(sec.at(key), format!("must be at least {}", crate::units::format_duration(min))))
+        }
+        other => Ok(other),
+    }
+}
+
+/// `heartbeat-url`: an http(s) URL, or absent/empty for none.
+fn heartbeat_url(top: &Section<'_>) -> Result<Option<String>> {
+    let Some(url) = top.string("heartbeat-url")?.filter(|u| !u.trim().is_empty()) else { return Ok(None) };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(Error::invalid(top.at("heartbeat-url"), format!("{url:?} is not an http:// or https:// URL")));
+    }
+    Ok(Some(url))
 }
 
 /// A global setting that per-db blocks may repeat but not contradict.

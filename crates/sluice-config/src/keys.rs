@@ -44,14 +44,14 @@ pub(crate) const TOP: &[(&str, Key)] = &[
     // Sluice's own: the replica lease's lifetime, the local pending-file budget, the
     // daemon-wide bounds on storage work.
     ("lease-ttl", Supported),
+    ("heartbeat-url", Supported),
+    ("heartbeat-interval", Supported),
     ("max-pending-size", Supported),
     ("max-concurrent-uploads", Supported),
     ("max-concurrent-compactions", Supported),
     ("socket", Supported),
     ("verify-compaction", Unsupported),
     ("validation", Unsupported),
-    ("heartbeat-url", Unsupported),
-    ("heartbeat-interval", Unsupported),
     ("mcp-addr", Unsupported),
 ];
 

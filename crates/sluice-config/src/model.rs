@@ -24,6 +24,13 @@ pub const DEFAULT_SHUTDOWN_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SHUTDOWN_SYNC_INTERVAL: Duration = Duration::from_millis(500);
 /// Default `lease-ttl` (Sluice's): how long the replica lease outlives its last renewal.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10 * 60);
+/// Shortest `lease-ttl`: the lease is renewed by uploads, at half its lifetime, so a shorter
+/// one would expire between two uploads at the default sync interval.
+pub const MIN_LEASE_TTL: Duration = Duration::from_secs(2);
+/// Default `heartbeat-interval` (Litestream's).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// Shortest `heartbeat-interval` (Litestream's).
+pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
 /// Default `max-pending-size` (Sluice's): local files not yet uploaded; 0 means no limit.
 pub const DEFAULT_MAX_PENDING_SIZE: u64 = 0;
 /// Default `max-concurrent-uploads` (Sluice's).
@@ -87,6 +94,11 @@ pub struct Config {
     pub max_concurrent_uploads: usize,
     /// `max-concurrent-compactions`: compactions and snapshots in flight across all databases.
     pub max_concurrent_compactions: usize,
+    /// `heartbeat-url`: fetched (HTTP GET) once per `heartbeat-interval` while every database
+    /// replicates successfully; `None` = no heartbeat.
+    pub heartbeat_url: Option<String>,
+    /// `heartbeat-interval`.
+    pub heartbeat_interval: Duration,
     /// Human-readable warnings about ignored keys, each starting with the key's location.
     /// The CLI prints them.
     pub warnings: Vec<String>,
@@ -113,6 +125,8 @@ impl Default for Config {
             max_pending_size: DEFAULT_MAX_PENDING_SIZE,
             max_concurrent_uploads: DEFAULT_MAX_CONCURRENT_UPLOADS,
             max_concurrent_compactions: DEFAULT_MAX_CONCURRENT_COMPACTIONS,
+            heartbeat_url: None,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             warnings: Vec::new(),
         }
     }

@@ -196,6 +196,15 @@ pub enum Error {
         /// Page size of the new database.
         now: u32,
     },
+    /// The database file (or its WAL or WAL index) was rewritten outside SQLite while being
+    /// replicated: restored over in place, say. Its WAL position means nothing any more.
+    #[error("{db} was replaced in place while replicating: {reason}")]
+    ReplacedInPlace {
+        /// The database.
+        db: PathBuf,
+        /// What gave it away.
+        reason: String,
+    },
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

@@ -14,7 +14,8 @@
 //! - [`fsevents`]: file-change notification, so idle databases cost no wake-ups.
 //! - [`service`]: the three tasks of one database; [`poll`]: watching the WAL index.
 //! - [`lifecycle`]: [`replicate`], one database from its appearance on, across deletions;
-//!   [`presence`]: waiting for a database file and noticing it go.
+//!   [`presence`]: waiting for a database file and noticing it go; `recover`: starting over
+//!   after a database was replaced in place.
 
 pub mod actor;
 mod conn;
@@ -22,6 +23,7 @@ pub mod fsevents;
 pub mod lifecycle;
 pub mod poll;
 pub mod presence;
+mod recover;
 pub mod service;
 pub mod shipper;
 mod shm;

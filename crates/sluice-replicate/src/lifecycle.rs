@@ -69,6 +69,17 @@ pub async fn replicate(
         };
         // A session can also fail on its own because the file went away under it.
         let went = went.or_else(|| if *shutdown.borrow() { None } else { presence::changed(&db, file) });
+        if went.is_none()
+            && let Err(Error::ReplacedInPlace { reason, .. }) = &result
+        {
+            tracing::warn!(db = %db.display(), %reason, "stopped replicating: the database was replaced in place; \
+                its new content starts a new snapshot at the next TXID");
+            if !crate::recover::settle(&db, &mut shutdown).await {
+                return Ok(());
+            }
+            previous = Some(file);
+            continue;
+        }
         let Some(how) = went else { return result };
         match result {
             Err(e @ Error::Conflict { .. }) => return Err(e),

@@ -251,6 +251,8 @@ pub(crate) async fn replicate_db(
                         tracing::info!(db = %opts.db_path.display(), after = ?since.elapsed(), "capturing again");
                     }
                 }
+                // Its WAL position means nothing now; the lifecycle starts over.
+                Err(e @ Error::ReplacedInPlace { .. }) => break Err(e),
                 Err(e @ Error::Uncaptured { .. }) => {
                     // Retried every sync interval (`pending` stays set); never idle silently.
                     metrics.errors_capture.fetch_add(1, Ordering::Relaxed);

@@ -29,6 +29,7 @@ use sluice_engine::write::local::MetaDir;
 mod checkpoint;
 mod journal;
 mod snapshot;
+mod witness;
 
 pub use snapshot::SnapshotView;
 
@@ -122,6 +123,8 @@ pub struct Shipper {
     /// process's POSIX locks on it, which are our read locks.
     shm: Option<File>,
     shm_path: PathBuf,
+    /// The files as of the last read-lock move, to notice a rewrite in place.
+    witness: Option<witness::Witness>,
 }
 
 /// Pages changed by frames read but not yet written to a local file. Checkpoints only read
@@ -204,6 +207,7 @@ impl Shipper {
             frames_read: 0,
             shm: File::open(&shm_path).ok(),
             shm_path,
+            witness: None,
         };
         s.begin_read(0)?;
         s.recover_position(remote_max)?;
@@ -247,7 +251,31 @@ impl Shipper {
         }
         self.end_read(self.active);
         self.active = next;
+        self.note_witness();
         Ok(())
+    }
+
+    /// Records the files after moving the read lock (see [`witness`]).
+    fn note_witness(&mut self) {
+        if self.shm.is_none() {
+            // Created by SQLite after we opened: keep it open from now on (see `shm`).
+            self.shm = File::open(&self.shm_path).ok();
+        }
+        let fs = FRAME_HEADER_SIZE + u64::from(self.page_size);
+        let captured = self.pos.map(|p| (p.salts, p.end.saturating_sub(WAL_HEADER_SIZE) / fs));
+        // Unreadable now: no witness, so no false alarm; the next move tries again.
+        self.witness =
+            witness::Witness::take(&self.db_file, &self.wal_path, &self.shm_path, self.shm.as_ref(), captured).ok();
+    }
+
+    /// Fails once the database was rewritten in place since the last capture.
+    fn check_in_place(&self) -> Result<()> {
+        let Some(w) = &self.witness else { return Ok(()) };
+        match w.rewritten(&self.db_file, &self.wal_path, &self.shm_path) {
+            Ok(Some(reason)) => Err(Error::ReplacedInPlace { db: self.db_path.clone(), reason }),
+            Ok(None) => Ok(()),
+            Err(e) => Err(Error::io("stat", &self.db_path, e)),
+        }
     }
 
     /// Reads committed frames up to the WAL's end into the deferred set, following a restart
@@ -323,6 +351,7 @@ impl Shipper {
     /// move the read lock: that may only happen once the whole backlog is captured.
     fn sync_once(&mut self) -> Result<Option<Synced>> {
         self.check_same_file()?;
+        self.check_in_place()?;
         let wal_file = match File::open(&self.wal_path) {
             Ok(f) => Some(f),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -616,6 +645,7 @@ impl Shipper {
             return self.sync_all();
         }
         self.check_same_file()?;
+        self.check_in_place()?;
         if handoff {
             self.handoff()?
         } else {

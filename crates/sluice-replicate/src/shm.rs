@@ -84,6 +84,17 @@ pub fn read_header(shm: &File) -> io::Result<Option<IndexHeader>> {
     Ok(None)
 }
 
+/// Frames of the current generation already copied into the database file (the checkpoint
+/// info's `nBackfill`); `None` if the index is too short to hold it.
+pub fn read_backfill(shm: &File) -> io::Result<Option<u64>> {
+    let mut b = [0u8; 4];
+    match shm.read_exact_at(&mut b, 2 * HEADER_SIZE as u64) {
+        Ok(()) => Ok(Some(u64::from(ne32(&b, 0)))),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Offset in the index of frame `frame`'s page number (frames are 1-based).
 fn pgno_offset(frame: u64) -> u64 {
     if frame <= FIRST_BLOCK_FRAMES {

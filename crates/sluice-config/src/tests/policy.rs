@@ -46,14 +46,12 @@ fn unknown_keys_are_errors_naming_their_path() {
 #[test]
 fn unsupported_litestream_keys_are_warnings() {
     let cfg = parse(&format!(
-        "mcp-addr: ':3001'\nheartbeat-url: https://hc.example/x\n\
-         heartbeat-interval: 5m\nverify-compaction: true\nvalidation:\n  interval: 1h\nsign-payload: true\n{DB}      \
+        "mcp-addr: ':3001'\n\
+         verify-compaction: true\nvalidation:\n  interval: 1h\nsign-payload: true\n{DB}      \
          sse-kms-key-id: abc\n      storage-class: GLACIER\n      require-content-md5: false\n"
     ));
     let want = [
         "mcp-addr",
-        "heartbeat-url",
-        "heartbeat-interval",
         "verify-compaction",
         "validation",
         "sign-payload",
@@ -289,4 +287,30 @@ fn duplicate_keys_are_yaml_errors() {
     let err = parse_err("addr: ':1'\naddr: ':2'\n");
     assert!(matches!(err, Error::Yaml { .. }), "{err}");
     assert!(err.to_string().contains("duplicate"), "{err}");
+}
+
+#[test]
+fn lease_ttl_and_heartbeat() {
+    use std::time::Duration;
+    let d = parse(DB);
+    assert_eq!(
+        (d.lease_ttl, d.heartbeat_url.as_deref(), d.heartbeat_interval),
+        (Duration::from_secs(600), None, Duration::from_secs(300))
+    );
+    let cfg = parse(&format!("lease-ttl: 30s\nheartbeat-url: http://hc.example/ping\nheartbeat-interval: 2m\n{DB}"));
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    assert_eq!(cfg.lease_ttl, Duration::from_secs(30));
+    assert_eq!(cfg.heartbeat_url.as_deref(), Some("http://hc.example/ping"));
+    assert_eq!(cfg.heartbeat_interval, Duration::from_secs(120));
+    assert_eq!(parse(&format!("heartbeat-url: ''\n{DB}")).heartbeat_url, None);
+    for (text, loc, why) in [
+        ("lease-ttl: 0s\n", "lease-ttl", "must be at least 2s"),
+        ("lease-ttl: 500ms\n", "lease-ttl", "must be at least 2s"),
+        ("heartbeat-interval: 30s\n", "heartbeat-interval", "must be at least 1m0s"),
+        ("heartbeat-url: hc.example/ping\n", "heartbeat-url", "is not an http:// or https:// URL"),
+    ] {
+        let (l, reason) = invalid_at(&format!("{text}{DB}"));
+        assert_eq!(l, loc, "{text}");
+        assert!(reason.contains(why), "{text}: {reason}");
+    }
 }

@@ -90,6 +90,8 @@ impl Shipper {
             self.forget_position();
             return Err(e);
         }
+        // Our own checkpoint wrote the database file: not a rewrite in place.
+        self.note_witness();
         let (busy, log, done) = res.map_err(|e| sqlite_err("checkpoint", &self.db_path, e))?;
         tracing::debug!(busy, log, done, "passive checkpoint under barrier");
         if log < 0 {
