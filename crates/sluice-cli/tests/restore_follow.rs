@@ -148,14 +148,16 @@ impl Follower {
 }
 
 /// Reads the output in a loop (its own connection, kept open, rollback-journal mode) until
-/// stopped: every read must pass `integrity_check`, satisfy the workload's invariant, and
-/// never go back. Returns the number of reads.
-fn reader(out: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+/// stopped, then once more: every read must pass `integrity_check`, satisfy the workload's
+/// invariant, and never go back. Returns (reads, distinct states seen, the last state).
+fn reader(out: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, u64, i64)> {
     std::thread::spawn(move || {
         let conn = Connection::open_with_flags(&out, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("reader open");
         conn.busy_timeout(Duration::from_secs(30)).expect("busy timeout");
-        let (mut reads, mut last) = (0u64, 0i64);
-        while !stop.load(Ordering::Relaxed) {
+        let (mut reads, mut states, mut last) = (0u64, 0u64, -1i64);
+        loop {
+            // The flag is read first, so the last read starts after the follower caught up.
+            let stopping = stop.load(Ordering::Relaxed);
             conn.execute_batch("BEGIN").expect("reader begin");
             let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity_check");
             let (count, max): (i64, Option<i64>) =
@@ -167,10 +169,13 @@ fn reader(out: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
             assert_eq!((count, max.unwrap_or(0)), (n, n), "reader: not a committed state");
             assert!(n >= last, "reader: went back from {last} to {n}");
             assert_eq!(mode, "delete", "reader: output not in rollback-journal mode");
+            states += u64::from(n != last);
             last = n;
             reads += 1;
+            if stopping {
+                return (reads, states, last);
+            }
         }
-        reads
     })
 }
 
@@ -201,9 +206,11 @@ fn sluice_writer(url: &str, dir: &Path, tool: &str, with_reader: bool) {
     follower.wait_for(latest);
     if let Some(r) = reads {
         stop.store(true, Ordering::Relaxed);
-        let n = r.join().expect("reader thread panicked (see above)");
-        eprintln!("[{tool}] reader made {n} consistent reads while following");
-        assert!(n > 0, "the reader never read");
+        let (n, states, last) = r.join().expect("reader thread panicked (see above)");
+        eprintln!("[{tool}] reader: {n} consistent reads, {states} distinct states, last n = {last}");
+        // Its connection stayed open: seeing the final state means its cache was invalidated.
+        assert_eq!(last, seq as i64, "the reader's open connection does not see the final state");
+        assert!(states > 1, "the reader never saw the output change");
     }
     follower.stop("INT");
     eprintln!("[{tool}] followed to TXID {latest:#x} after {seq} transactions");

@@ -379,3 +379,50 @@ fn broken(client: &ReplicaClient, out: &Path, txid: TxId, reason: String) -> Err
 fn is_transient(e: &Error) -> bool {
     matches!(e, Error::Storage(_) | Error::Gap { .. } | Error::ReadTimeout { .. })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecar_round_trip_in_litestream_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("db");
+        assert_eq!(read_txid_file(&out).unwrap(), None);
+        write_txid_file(&out, TxId(0xab)).unwrap();
+        assert_eq!(std::fs::read_to_string(txid_path(&out)).unwrap(), "00000000000000ab\n");
+        assert_eq!(read_txid_file(&out).unwrap(), Some(TxId(0xab)));
+        std::fs::write(txid_path(&out), "12\n").unwrap();
+        assert!(matches!(read_txid_file(&out), Err(Error::BadTxidFile { .. })));
+        remove_txid_file(&out).unwrap();
+        remove_txid_file(&out).unwrap();
+        assert_eq!(read_txid_file(&out).unwrap(), None);
+    }
+
+    #[test]
+    fn header_marks_rollback_mode_and_moves_the_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut page = vec![0u8; 1024];
+        page[..16].copy_from_slice(b"SQLite format 3\0");
+        page[16..18].copy_from_slice(&1024u16.to_be_bytes());
+        page[18] = 2;
+        page[19] = 2;
+        page[24..28].copy_from_slice(&u32::MAX.to_be_bytes());
+        std::fs::write(&path, [page.clone(), vec![0; 1024]].concat()).unwrap();
+        let f = File::options().read(true).write(true).open(&path).unwrap();
+        assert_eq!(probe_database(&f, &path).unwrap(), (1024, 2));
+        let c = read_counter(&f, &path).unwrap();
+        assert_eq!(mark_header(&f, &path, c).unwrap(), 0, "the counter wraps");
+        let b = std::fs::read(&path).unwrap();
+        assert_eq!((b[18], b[19]), (1, 1));
+        assert_eq!(read_counter(&f, &path).unwrap(), 0);
+        std::fs::write(
+            &path,
+            b"not a database, just text that is long enough to fill a header..............................",
+        )
+        .unwrap();
+        let f = File::open(&path).unwrap();
+        assert!(matches!(probe_database(&f, &path), Err(Error::NotADatabase { .. })));
+    }
+}
