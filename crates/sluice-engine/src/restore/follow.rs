@@ -417,11 +417,7 @@ mod tests {
         let b = std::fs::read(&path).unwrap();
         assert_eq!((b[18], b[19]), (1, 1));
         assert_eq!(read_counter(&f, &path).unwrap(), 0);
-        std::fs::write(
-            &path,
-            b"not a database, just text that is long enough to fill a header..............................",
-        )
-        .unwrap();
+        std::fs::write(&path, vec![b'x'; 200]).unwrap();
         let f = File::open(&path).unwrap();
         assert!(matches!(probe_database(&f, &path), Err(Error::NotADatabase { .. })));
     }
