@@ -64,7 +64,7 @@ pub struct Outcome<'a> {
 pub fn report(o: &Outcome<'_>, json: bool) -> Result<()> {
     if !json {
         eprintln!(
-            "{} {} at TXID {} ({} files, {} bytes; {} pages of {} bytes) in {:.2}s",
+            "{} {} to TXID {} ({} files, {} bytes; {} pages of {} bytes) in {:.2}s",
             if o.follow { "followed" } else { "restored" },
             o.out.display(),
             o.txid,

@@ -430,3 +430,54 @@ fn follow_json_and_refusals() {
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
+
+/// A replica whose only file is a valid LTX snapshot of a damaged database (page 2, the
+/// table's root, has an invalid b-tree page type): the LTX checks pass, SQLite's do not.
+fn damaged_replica(dir: &Path) -> String {
+    let src = dir.join("damaged.db");
+    let c = Connection::open(&src).unwrap();
+    c.execute_batch(
+        "PRAGMA page_size=1024; CREATE TABLE t(x);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 500)
+         INSERT INTO t SELECT randomblob(100) FROM n;",
+    )
+    .unwrap();
+    drop(c);
+    let mut bytes = std::fs::read(&src).unwrap();
+    bytes[1024] = 0x07;
+    let commit = (bytes.len() / 1024) as u32;
+    let header = sluice_ltx::Header::new(1024, commit, sluice_ltx::TxId(1), sluice_ltx::TxId(1), 1_700_000_000_000);
+    let mut enc = sluice_ltx::Encoder::new(Vec::new(), header).unwrap();
+    for (i, page) in bytes.chunks(1024).enumerate() {
+        enc.encode_page(i as u32 + 1, page).unwrap();
+    }
+    let (ltx, _) = enc.finish(0).unwrap();
+    let level = dir.join("replica/ltx/0");
+    std::fs::create_dir_all(&level).unwrap();
+    std::fs::write(level.join("0000000000000001-0000000000000001.ltx"), ltx).unwrap();
+    format!("file://{}", dir.join("replica").display())
+}
+
+#[test]
+fn integrity_check_failure_deletes_the_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = damaged_replica(dir.path());
+    let out = dir.path().join("out.db");
+    // Without a check the damaged database restores (its LTX file is valid).
+    ok(&run(sluice().args(["restore", "-o"]).arg(&out).arg(&url)), "restore without a check");
+    assert_ne!(hash::integrity_check(&out), "ok", "the test database is not damaged");
+    std::fs::remove_file(&out).unwrap();
+    for (mode, follow) in [("quick", false), ("full", false), ("full", true)] {
+        let mut cmd = sluice();
+        cmd.args(["restore", "--integrity-check", mode, "-o"]).arg(&out).arg(&url);
+        if follow {
+            cmd.arg("-f");
+        }
+        let o = run(&mut cmd);
+        let err = text(&o.stderr);
+        assert!(!o.status.success(), "{mode} (follow {follow}): damaged restore accepted");
+        assert!(err.contains("integrity check") && err.contains("output deleted"), "{mode}: {err}");
+        assert!(!out.exists(), "{mode}: output left behind");
+        assert!(sidecar(&out).is_none(), "{mode}: sidecar left behind");
+    }
+}
