@@ -17,6 +17,8 @@ const LONG_FLAGS: &[&str] = &[
     "level",
     "json",
     "once",
+    "follow-interval",
+    "integrity-check",
 ];
 
 /// Rewrites `-name` / `-name=value` to `--name…` for the names above; leaves everything else.

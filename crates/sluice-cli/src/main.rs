@@ -3,7 +3,7 @@
 //! # Layout
 //! - `args`: Litestream-style single-dash long flags, rewritten to GNU style.
 //! - `replica`: which replica a command means (URL, directory, or config lookup).
-//! - `ltx_cmd`, `restore_cmd`, `replicate_cmd`, `sync_cmd`, `databases_cmd`: the subcommands.
+//! - `ltx_cmd`, `restore_cmd` (+ `restore_follow`), `replicate_cmd`, `sync_cmd`, `databases_cmd`: the subcommands.
 //! - `logging`: tracing subscriber from `--log-level` / `SLUICE_LOG_LEVEL` / `LOG_LEVEL`.
 
 use std::process::ExitCode;
@@ -24,6 +24,7 @@ mod registry;
 mod replica;
 mod replicate_cmd;
 mod restore_cmd;
+mod restore_follow;
 mod sync_cmd;
 
 /// Sluice: SQLite replication to object storage, compatible with Litestream 0.5.

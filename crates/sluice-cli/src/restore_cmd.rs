@@ -11,6 +11,7 @@ use sluice_ltx::TxId;
 use sluice_storage::ReplicaClient;
 
 use crate::replica::resolve_replica;
+use crate::restore_follow::{self, FollowArgs, IntegrityCheck, Outcome};
 
 /// Arguments of `sluice restore`.
 #[derive(clap::Args)]
@@ -39,9 +40,23 @@ pub struct Args {
     #[arg(long)]
     dry_run: bool,
     /// Replace an existing output file. (No `-f` short form: in Litestream `-f` means
-    /// "follow", so a Litestream script must not silently overwrite instead.)
+    /// "follow".) With --follow: start over instead of resuming.
     #[arg(long)]
     force: bool,
+    /// Keep following: after the restore, apply new files in place until SIGINT/SIGTERM
+    /// (resumes from `<output>-txid` if the output exists).
+    #[arg(short = 'f', long, conflicts_with_all = ["txid", "timestamp", "dry_run"])]
+    follow: bool,
+    /// How often --follow polls the replica.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    follow_interval: std::time::Duration,
+    /// Check the restored database: none, quick (`PRAGMA quick_check`) or full
+    /// (`PRAGMA integrity_check`); on failure the output is deleted.
+    #[arg(long, value_enum, default_value = "none", value_name = "MODE")]
+    integrity_check: IntegrityCheck,
+    /// Print a JSON summary on stdout instead of the summary line.
+    #[arg(long)]
+    json: bool,
     /// Config file (Litestream-compatible YAML).
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
@@ -74,6 +89,25 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         eprintln!("replica {} is empty, skipping restore", client.description());
         return Ok(ExitCode::SUCCESS);
     }
+    if args.follow {
+        if args.follow_interval.is_zero() {
+            bail!("--follow-interval must be more than 0");
+        }
+        let opts = RestoreOptions {
+            parallelism: usize::from(args.parallelism),
+            overwrite: args.force,
+            progress: Some(progress_reporter()),
+            ..RestoreOptions::default()
+        };
+        let a = FollowArgs {
+            interval: args.follow_interval,
+            force: args.force,
+            check: args.integrity_check,
+            json: args.json,
+            opts,
+        };
+        return restore_follow::run(client, out, a).await;
+    }
     let plan = restore::plan_restore(&client, target)
         .await
         .with_context(|| format!("cannot restore from {}", client.description()))?;
@@ -92,15 +126,21 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let summary = restore::restore_plan(&client, plan, &out, &opts)
         .await
         .with_context(|| format!("restore from {} to {} failed", client.description(), out.display()))?;
-    eprintln!(
-        "restored {} to TXID {} ({} files, {} pages of {} bytes) in {:.2}s",
-        out.display(),
-        summary.txid,
-        summary.plan.len(),
-        summary.commit,
-        summary.page_size,
-        started.elapsed().as_secs_f64()
-    );
+    restore_follow::integrity_check(&out, args.integrity_check)?;
+    let (files, bytes) = restore_follow::plan_totals(&summary);
+    let outcome = Outcome {
+        client: &client,
+        out: &out,
+        txid: summary.txid,
+        page_size: summary.page_size,
+        page_count: summary.commit,
+        files,
+        bytes,
+        check: args.integrity_check,
+        follow: false,
+        started,
+    };
+    restore_follow::report(&outcome, args.json)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -205,6 +205,35 @@ pub enum Error {
         /// What gave it away.
         reason: String,
     },
+    /// `restore --follow` cannot continue its output from the replica.
+    #[error(
+        "cannot continue {path} (at TXID {txid}) from replica {replica}: {reason}; \
+         delete it and its -txid file to restore again"
+    )]
+    FollowBroken {
+        /// The output database.
+        path: PathBuf,
+        /// TXID the output was at.
+        txid: TxId,
+        /// Redacted replica URL.
+        replica: String,
+        /// Why.
+        reason: String,
+    },
+    /// A `<db>-txid` sidecar does not hold a TXID.
+    #[error("{path} does not hold a TXID (16 hex digits): {content:?}")]
+    BadTxidFile {
+        /// The sidecar.
+        path: PathBuf,
+        /// What it holds (start of).
+        content: String,
+    },
+    /// A file that should be a SQLite database is not one.
+    #[error("{path} is not a SQLite database (bad header or size)")]
+    NotADatabase {
+        /// The file.
+        path: PathBuf,
+    },
     /// A background task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

@@ -44,6 +44,42 @@ impl Image {
         }
     }
 
+    /// Continues an existing database of `commit` pages at `txid` in place (`restore
+    /// --follow` resuming). Page checksums are unknown (page 1's header bytes were rewritten),
+    /// so the checksum chain is not verified for this image.
+    pub fn resume(file: File, path: PathBuf, page_size: u32, commit: u32, txid: TxId) -> Self {
+        let mut image = Image::new(file, path);
+        image.page_size = page_size;
+        image.buf = vec![0; page_size as usize];
+        image.checksums = None;
+        for pgno in 1..=commit {
+            image.mark(pgno);
+        }
+        image.commit = commit;
+        image.last_txid = txid;
+        image
+    }
+
+    /// The database file being written.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// TXID of the state applied so far (0 before the first file).
+    pub fn txid(&self) -> TxId {
+        self.last_txid
+    }
+
+    /// Size in pages after the last applied file.
+    pub fn commit(&self) -> u32 {
+        self.commit
+    }
+
+    /// Page size (0 before the first file).
+    pub fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
     /// Applies one LTX file read from `r`, verifying it completely.
     pub fn apply<R: Read>(&mut self, info: &FileInfo, r: R) -> Result<()> {
         let label = file_label(info);
@@ -115,6 +151,11 @@ impl Image {
         self.present[w] |= 1 << b;
     }
 
+    /// True when some applied file supplied page `pgno`.
+    pub fn has_page(&self, pgno: u32) -> bool {
+        self.is_present(pgno)
+    }
+
     fn is_present(&self, pgno: u32) -> bool {
         self.present.get((pgno / 64) as usize).is_some_and(|w| w & (1 << (pgno % 64)) != 0)
     }
@@ -152,12 +193,18 @@ impl Image {
                 return Err(Error::MissingPage { pgno, commit: self.commit });
             }
         }
+        self.set_len(durable)?;
+        Ok((self.file, self.commit, self.page_size))
+    }
+
+    /// Sets the file's length to the current commit and fsyncs (when `durable`).
+    pub fn set_len(&self, durable: bool) -> Result<()> {
         let len = u64::from(self.commit) * u64::from(self.page_size);
         // set_len zero-fills growth, which also writes the lock page as zeros.
         self.file.set_len(len).map_err(|e| Error::io("truncate", &self.path, e))?;
         if durable {
             self.file.sync_all().map_err(|e| Error::io("fsync", &self.path, e))?;
         }
-        Ok((self.file, self.commit, self.page_size))
+        Ok(())
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod fetch;
+pub mod follow;
 pub mod plan;
 
 use std::path::{Path, PathBuf};
@@ -91,6 +92,58 @@ pub async fn restore_plan(
     out: &Path,
     opts: &RestoreOptions,
 ) -> Result<RestoreSummary> {
+    let (image, tmp_path) = build(client, &plan, out, opts).await?;
+    let durable = opts.durable;
+    let (file, commit, page_size) =
+        tokio::task::spawn_blocking(move || image.finish(durable)).await.map_err(|e| Error::Task(e.to_string()))??;
+    drop(file);
+    place(tmp_path, out, opts).await?;
+    let txid = plan.last().map(|f| f.max_txid).unwrap_or_default();
+    Ok(RestoreSummary { plan, txid, commit, page_size })
+}
+
+/// Like [`restore_plan`], for `restore --follow`: page 1 is marked for rollback-journal
+/// readers (see [`follow`]) before the file appears at `out`, and the image stays open to
+/// be continued in place. Returns it with page 1's change counter.
+pub async fn restore_for_follow(
+    client: &ReplicaClient,
+    plan: Vec<FileInfo>,
+    out: &Path,
+    opts: &RestoreOptions,
+) -> Result<(RestoreSummary, apply::Image, u32)> {
+    let (image, tmp_path) = build(client, &plan, out, opts).await?;
+    let path = tmp_path.to_path_buf();
+    let (image, counter) = tokio::task::spawn_blocking(move || {
+        let commit = image.commit();
+        let lock = lock_pgno_checked(image.page_size());
+        for pgno in 1..=commit {
+            if pgno != lock && !image.has_page(pgno) {
+                return Err(Error::MissingPage { pgno, commit });
+            }
+        }
+        let counter = follow::read_counter(image.file(), &path)?;
+        let counter = follow::mark_header(image.file(), &path, counter)?;
+        image.set_len(true)?;
+        Ok((image, counter))
+    })
+    .await
+    .map_err(|e| Error::Task(e.to_string()))??;
+    place(tmp_path, out, opts).await?;
+    let summary = RestoreSummary { txid: image.txid(), commit: image.commit(), page_size: image.page_size(), plan };
+    Ok((summary, image, counter))
+}
+
+fn lock_pgno_checked(page_size: u32) -> u32 {
+    sluice_ltx::lock_pgno(page_size.max(512))
+}
+
+/// Downloads and applies `plan` into a temp file beside `out`.
+async fn build(
+    client: &ReplicaClient,
+    plan: &[FileInfo],
+    out: &Path,
+    opts: &RestoreOptions,
+) -> Result<(apply::Image, tempfile::TempPath)> {
     check_output(out, opts.overwrite)?;
     let dir = parent_dir(out);
     let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "db".into());
@@ -103,11 +156,10 @@ pub async fn restore_plan(
     let file = tmp_file.try_clone().map_err(|e| Error::io("open", &*tmp_path, e))?;
 
     let total: u64 = plan.iter().map(|f| f.size).sum();
-    let durable = opts.durable;
     let done = Arc::new(AtomicU64::new(0));
-    let mut sources = fetch::prefetch(client.clone(), plan.clone(), opts.parallelism, done.clone());
+    let mut sources = fetch::prefetch(client.clone(), plan.to_vec(), opts.parallelism, done.clone());
     let mut image = apply::Image::new(file, tmp_path.to_path_buf());
-    for info in &plan {
+    for info in plan {
         let src = sources.recv().await.ok_or_else(|| Error::Task("download task ended early".into()))??;
         let info2 = info.clone();
         image = tokio::task::spawn_blocking(move || image.apply(&info2, src).map(|()| image))
@@ -117,16 +169,16 @@ pub async fn restore_plan(
             p(done.load(Ordering::Relaxed), total);
         }
     }
-    let (file, commit, page_size) =
-        tokio::task::spawn_blocking(move || image.finish(durable)).await.map_err(|e| Error::Task(e.to_string()))??;
-    drop(file);
+    Ok((image, tmp_path))
+}
+
+/// Renames the finished temp file to `out` on a blocking thread.
+async fn place(tmp_path: tempfile::TempPath, out: &Path, opts: &RestoreOptions) -> Result<()> {
     let out_owned = out.to_path_buf();
-    let overwrite = opts.overwrite;
+    let (overwrite, durable) = (opts.overwrite, opts.durable);
     tokio::task::spawn_blocking(move || install(tmp_path, &out_owned, overwrite, durable))
         .await
-        .map_err(|e| Error::Task(e.to_string()))??;
-    let txid = plan.last().map(|f| f.max_txid).unwrap_or_default();
-    Ok(RestoreSummary { plan, txid, commit, page_size })
+        .map_err(|e| Error::Task(e.to_string()))?
 }
 
 fn parent_dir(p: &Path) -> PathBuf {

@@ -63,20 +63,11 @@ pub fn plan(files: &[FileInfo], target: Target, replica: &str) -> Result<Vec<Fil
         cur = s.max_txid;
         plan.push(s.clone());
     }
-    loop {
-        if txid.is_some_and(|t| cur >= t) {
-            break;
-        }
-        let best = files
-            .iter()
-            .filter(|f| f.level < SNAPSHOT_LEVEL && usable(f))
-            .filter(|f| f.min_txid.0 <= cur.0 + 1 && f.max_txid > cur)
-            // Furthest reach, then lowest start, then higher level, then earlier creation.
-            .max_by_key(|f| (f.max_txid, std::cmp::Reverse(f.min_txid), f.level, std::cmp::Reverse(f.created_at)));
-        let Some(best) = best else { break };
-        cur = best.max_txid;
-        plan.push(best.clone());
+    let chain = extend(files, cur, usable, txid);
+    if let Some(last) = chain.last() {
+        cur = last.max_txid;
     }
+    plan.extend(chain);
 
     let latest = files.iter().map(|f| f.max_txid).max().expect("BUG: non-empty");
     let Some(first) = plan.first() else {
@@ -105,6 +96,34 @@ pub fn plan(files: &[FileInfo], target: Target, replica: &str) -> Result<Vec<Fil
         return Err(Error::Gap { after: cur, next: file_label(next), next_min: next.min_txid });
     }
     Ok(plan)
+}
+
+/// The files (levels 0..8) that continue a database at TXID `after` as far as the replica
+/// reaches without a gap, in apply order; empty when nothing continues it. `restore --follow`
+/// uses it to catch up, so both walk the replica exactly the same way.
+pub fn chain_from(files: &[FileInfo], after: TxId) -> Vec<FileInfo> {
+    extend(files, after, |_| true, None)
+}
+
+/// The greedy walk of `CalcRestorePlan` from `cur`: at each step the usable file that starts
+/// at or before `cur + 1` and reaches furthest, until `stop` is reached or nothing qualifies.
+fn extend(files: &[FileInfo], mut cur: TxId, usable: impl Fn(&FileInfo) -> bool, stop: Option<TxId>) -> Vec<FileInfo> {
+    let mut chain = Vec::new();
+    loop {
+        if stop.is_some_and(|t| cur >= t) {
+            break;
+        }
+        let best = files
+            .iter()
+            .filter(|f| f.level < SNAPSHOT_LEVEL && usable(f))
+            .filter(|f| f.min_txid.0 <= cur.0 + 1 && f.max_txid > cur)
+            // Furthest reach, then lowest start, then higher level, then earlier creation.
+            .max_by_key(|f| (f.max_txid, std::cmp::Reverse(f.min_txid), f.level, std::cmp::Reverse(f.created_at)));
+        let Some(best) = best else { break };
+        cur = best.max_txid;
+        chain.push(best.clone());
+    }
+    chain
 }
 
 #[cfg(test)]
@@ -142,6 +161,16 @@ mod tests {
         let early = Target::Timestamp(DateTime::from_timestamp(0, 0).unwrap());
         assert!(matches!(plan(&files, early, "r"), Err(Error::TimestampOutOfRange { .. })));
         assert!(matches!(plan(&[f(0, 2, 2, 1)], Target::Latest, "r"), Err(Error::NoSnapshot { .. })));
+    }
+
+    #[test]
+    fn chain_from_continues_a_txid_across_levels() {
+        let files = vec![f(9, 1, 4, 1), f(0, 2, 2, 2), f(0, 3, 3, 3), f(1, 2, 3, 3), f(0, 4, 4, 4), f(0, 6, 6, 6)];
+        assert_eq!(labels(&chain_from(&files, TxId(1))), ["1/2-3", "0/4-4"]);
+        assert_eq!(labels(&chain_from(&files, TxId(3))), ["0/4-4"]);
+        // Nothing continues 4 (5 is missing), and snapshots never do.
+        assert!(chain_from(&files, TxId(4)).is_empty());
+        assert!(chain_from(&files, TxId(6)).is_empty());
     }
 
     #[test]
