@@ -70,7 +70,9 @@ fn azure(prefix: &str) -> Emulated {
             format!("account-key: \"{}\"", az.key),
             format!("endpoint: \"{}\"", az.endpoint),
         ],
-        url: az.url(&container, "db"),
+        // With a trailing '/' on the endpoint, as users may write it: it must not become
+        // `…/devstoreaccount1//container` (Azurite answers such paths with an error).
+        url: format!("{}/", az.url(&container, "db")),
         env: vec![("LITESTREAM_AZURE_ACCOUNT_KEY".into(), az.key)],
     }
 }
