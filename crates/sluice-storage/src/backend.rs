@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig, StaticCredentialProvider};
 
 use crate::config::{EnvFn, Target};
 use crate::error::{Error, Result};
@@ -112,8 +112,20 @@ pub(crate) fn build_store(t: &Target, description: &str, env: EnvFn<'_>) -> Resu
                 .with_bucket_name(&t.bucket)
                 .with_client_options(client_options(t, env))
                 .with_retry(no_inner_retries());
-            if let Some(path) = &t.creds.gcs_credentials_path {
-                b = b.with_application_credentials(path);
+            match (&t.endpoint, t.gcs_emulator) {
+                // An explicit (empty) credential stops object_store from reading the user's
+                // application-default credentials or asking the metadata server; skipping the
+                // signature sends requests without `Authorization`, as Go's client does.
+                (Some(ep), true) => {
+                    b = b.with_base_url(ep).with_skip_signature(true).with_credentials(Arc::new(
+                        StaticCredentialProvider::new(GcpCredential { bearer: String::new() }),
+                    ));
+                }
+                _ => {
+                    if let Some(path) = &t.creds.gcs_credentials_path {
+                        b = b.with_application_credentials(path);
+                    }
+                }
             }
             Ok((Arc::new(b.build().map_err(build_err)?), prefix))
         }

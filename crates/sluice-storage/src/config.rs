@@ -25,7 +25,9 @@ pub struct ReplicaConfig {
     pub bucket: Option<String>,
     /// `path`: directory for `file`, key prefix otherwise.
     pub path: Option<String>,
-    /// `endpoint` of an S3-compatible service (or Azure emulator).
+    /// `endpoint` of an S3-compatible service or of Azure Blob Storage (e.g. Azurite:
+    /// `http://127.0.0.1:10000/devstoreaccount1`). Ignored for `gs`, as in Litestream: GCS
+    /// emulators are named by `STORAGE_EMULATOR_HOST`.
     pub endpoint: Option<String>,
     /// `region` (S3).
     pub region: Option<String>,
@@ -91,6 +93,8 @@ pub(crate) struct Target {
     pub force_path_style: Option<bool>,
     pub skip_verify: bool,
     pub account: Option<String>,
+    /// GCS via `STORAGE_EMULATOR_HOST`: `endpoint` is the emulator, requests go unauthenticated.
+    pub gcs_emulator: bool,
     pub creds: Credentials,
 }
 
@@ -142,6 +146,7 @@ pub(crate) fn resolve(cfg: &ReplicaConfig, env: EnvFn<'_>) -> Result<Target> {
         force_path_style: cfg.force_path_style.or(parts.force_path_style),
         skip_verify: cfg.skip_verify || parts.skip_verify.unwrap_or(false),
         account: nonempty(&cfg.account_name).or(parts.account),
+        gcs_emulator: false,
         creds: Credentials::default(),
     };
     if let Some(path) = nonempty(&cfg.path) {
@@ -153,10 +158,7 @@ pub(crate) fn resolve(cfg: &ReplicaConfig, env: EnvFn<'_>) -> Result<Target> {
     match kind {
         StoreKind::File => resolve_file(&mut target)?,
         StoreKind::S3 => resolve_s3(&mut target, cfg, env)?,
-        StoreKind::Gcs => {
-            require_bucket(&target)?;
-            target.creds.gcs_credentials_path = first_env(env, &["GOOGLE_APPLICATION_CREDENTIALS"]);
-        }
+        StoreKind::Gcs => resolve_gcs(&mut target, env)?,
         StoreKind::Azure => resolve_azure(&mut target, cfg, env)?,
     }
     Ok(target)
@@ -195,11 +197,7 @@ fn resolve_s3(target: &mut Target, cfg: &ReplicaConfig, env: EnvFn<'_>) -> Resul
         target.endpoint = first_env(env, &["LITESTREAM_S3_ENDPOINT"]);
     }
     // Litestream accepts a bare host:port endpoint and assumes https.
-    if let Some(ep) = target.endpoint.take() {
-        let ep = ep.trim_end_matches('/');
-        let ep = if ep.contains("://") { ep.to_string() } else { format!("https://{ep}") };
-        target.endpoint = Some(ep);
-    }
+    target.endpoint = target.endpoint.take().map(|ep| with_scheme(&ep, "https"));
     if target.region.is_none() {
         // object_store needs a region to sign; without one Litestream asks the bucket's
         // location, which we do not, so plain AWS buckets outside us-east-1 need `region`.
@@ -226,8 +224,37 @@ fn resolve_s3(target: &mut Target, cfg: &ReplicaConfig, env: EnvFn<'_>) -> Resul
     Ok(())
 }
 
+/// `host:port` → `<scheme>://host:port`, without a trailing `/` (object_store appends path
+/// segments to the endpoint, and a trailing `/` would leave an empty one: `…//container`).
+fn with_scheme(endpoint: &str, scheme: &str) -> String {
+    let ep = endpoint.trim().trim_end_matches('/');
+    if ep.contains("://") { ep.to_string() } else { format!("{scheme}://{ep}") }
+}
+
+/// Go's GCS client, which Litestream uses, sends every request to `STORAGE_EMULATOR_HOST`
+/// (http unless it names a scheme) without credentials; Sluice does the same, so one variable
+/// points both tools at fake-gcs-server. Litestream ignores `endpoint` for gs; so do we, loudly.
+fn resolve_gcs(target: &mut Target, env: EnvFn<'_>) -> Result<()> {
+    require_bucket(target)?;
+    if target.endpoint.take().is_some() {
+        tracing::warn!(
+            "ignoring `endpoint` for a gs replica (as Litestream does); set STORAGE_EMULATOR_HOST for an emulator"
+        );
+    }
+    if let Some(host) = first_env(env, &["STORAGE_EMULATOR_HOST"]) {
+        target.endpoint = Some(with_scheme(&host, "http"));
+        target.gcs_emulator = true;
+        return Ok(());
+    }
+    target.creds.gcs_credentials_path = first_env(env, &["GOOGLE_APPLICATION_CREDENTIALS"]);
+    Ok(())
+}
+
 fn resolve_azure(target: &mut Target, cfg: &ReplicaConfig, env: EnvFn<'_>) -> Result<()> {
     require_bucket(target)?;
+    // As for S3, a bare host:port means https. Azurite's endpoint carries the account as its
+    // first path segment (`http://127.0.0.1:10000/devstoreaccount1`), as the Azure SDKs expect.
+    target.endpoint = target.endpoint.take().map(|ep| with_scheme(&ep, "https"));
     if target.account.is_none() {
         target.account = first_env(env, &["AZURE_STORAGE_ACCOUNT"]);
     }
@@ -254,10 +281,7 @@ pub(crate) fn describe(t: &Target) -> String {
             let mut s = format!("s3://{}{prefix}", t.bucket);
             let mut query = Vec::new();
             if let Some(ep) = &t.endpoint {
-                // Only round-trip through the URL parser when there may be something to hide:
-                // it would otherwise add a trailing '/'.
-                let shown = if ep.contains(['@', '?']) { crate::redact::redact_url(ep) } else { ep.clone() };
-                query.push(format!("endpoint={shown}"));
+                query.push(format!("endpoint={}", shown_endpoint(ep)));
             }
             if let Some(region) = &t.region {
                 query.push(format!("region={region}"));
@@ -268,10 +292,20 @@ pub(crate) fn describe(t: &Target) -> String {
             }
             s
         }
-        StoreKind::Gcs => format!("gs://{}{prefix}", t.bucket),
+        StoreKind::Gcs => match (&t.endpoint, t.gcs_emulator) {
+            (Some(ep), true) => format!("gs://{}{prefix} (STORAGE_EMULATOR_HOST={})", t.bucket, shown_endpoint(ep)),
+            _ => format!("gs://{}{prefix}", t.bucket),
+        },
         StoreKind::Azure => {
             let account = t.account.as_deref().map(|a| format!("{a}@")).unwrap_or_default();
-            format!("abs://{account}{}{prefix}", t.bucket)
+            let query = t.endpoint.as_deref().map(|ep| format!("?endpoint={}", shown_endpoint(ep))).unwrap_or_default();
+            format!("abs://{account}{}{prefix}{query}", t.bucket)
         }
     }
+}
+
+/// An endpoint as shown in a description. Only round-trips through the URL parser when there
+/// may be something to hide: it would otherwise add a trailing '/'.
+fn shown_endpoint(ep: &str) -> String {
+    if ep.contains(['@', '?']) { crate::redact::redact_url(ep) } else { ep.to_string() }
 }

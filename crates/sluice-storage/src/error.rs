@@ -412,6 +412,10 @@ pub enum Cause {
     Throttled,
     /// The store failed (a 5xx status).
     Server(u16),
+    /// The store refused the request with a 4xx status that is not a denial, a missing object
+    /// or a failed precondition (e.g. a service or emulator that lacks an API Sluice uses).
+    /// Named so logs show the status instead of a bare "request failed".
+    Rejected(u16),
     /// Anything else (the source error says more).
     Other,
 }
@@ -424,6 +428,8 @@ impl Cause {
             Cause::Throttled
         } else if let Some(c) = code.filter(|c| (500..600).contains(c)) {
             Cause::Server(c)
+        } else if let Some(c) = code.filter(|c| (400..500).contains(c)) {
+            Cause::Rejected(c)
         } else if lower.contains("dns error") || lower.contains("failed to lookup address") {
             Cause::Dns
         } else if lower.contains("connection refused") {
@@ -455,6 +461,7 @@ impl std::fmt::Display for Cause {
             Cause::Connection => f.write_str("connection to the endpoint failed"),
             Cause::Throttled => f.write_str("throttled by the store (slow down)"),
             Cause::Server(code) => write!(f, "store error (HTTP {code})"),
+            Cause::Rejected(code) => write!(f, "the store rejected the request (HTTP {code})"),
             Cause::Other => f.write_str("request failed"),
         }
     }
@@ -521,6 +528,13 @@ mod tests {
             ),
             ("Server returned non-2xx status code: 429 Too Many Requests", "throttled by the store", false),
             ("Server returned non-2xx status code: 500 Internal Server Error", "store error (HTTP 500)", false),
+            // fake-gcs-server's answer to an XML API upload (object_store's GCS PUT).
+            (
+                "Error performing PUT http://127.0.0.1:4443/b/db%2Fsluice%2Dlease%2Ejson in 1ms - Server returned \
+                 non-2xx status code: 400 Bad Request: {\"error\":{\"code\":400,\"message\":\"invalid uploadType\"}}",
+                "the store rejected the request (HTTP 400)",
+                false,
+            ),
             (
                 "Server returned non-2xx status code: 404 Not Found: <Error><Code>NoSuchBucket</Code></Error>",
                 "the bucket does not exist",

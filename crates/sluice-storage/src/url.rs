@@ -2,8 +2,11 @@
 //!
 //! Accepted forms: `file:///abs/path`, a bare absolute path,
 //! `s3://bucket/prefix?endpoint=..&region=..&forcePathStyle=..&skipVerify=..`, `gs://bucket/prefix`
-//! and `abs://[account@]container/prefix`. Explicit config fields win over URL query values,
-//! which win over the environment (see `config::resolve`).
+//! and `abs://[account@]container/prefix?endpoint=..`. Explicit config fields win over URL query
+//! values, which win over the environment (see `config::resolve`).
+//!
+//! `?endpoint=` on `abs://` is a Sluice extension (Litestream takes the ABS endpoint only from its
+//! config file's `endpoint` key): URL-only callers such as the VFS have no other way to name one.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -183,11 +186,19 @@ fn parse_abs(raw: &str, url: &Url) -> Result<UrlParts> {
         return Err(invalid(raw, "missing container: expected abs://[account@]container/path"));
     }
     let account = percent_decode_str(url.username()).decode_utf8_lossy().into_owned();
+    let mut endpoint = None;
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "endpoint" => endpoint = Some(value.into_owned()).filter(|v| !v.is_empty()),
+            other => tracing::warn!(key = other, "ignoring unknown abs replica URL parameter"),
+        }
+    }
     Ok(UrlParts {
         kind: Some(StoreKind::Azure),
         bucket: Some(container.to_string()),
         prefix: url_prefix(raw, url)?,
         account: Some(account).filter(|a| !a.is_empty()),
+        endpoint,
         ..UrlParts::default()
     })
 }

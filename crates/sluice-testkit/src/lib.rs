@@ -5,6 +5,7 @@
 //! - [`peer`]: the real Litestream 0.5.17 (`litestream` binary, `litestream-vfs.so`, the venv's
 //!   Python) installed by `scripts/test` into `.venv-test`.
 //! - [`s3`]: the moto S3 server started by `scripts/test` (endpoint, buckets, `s3://` URLs).
+//! - [`emulators`]: the Azurite (Azure Blob) and fake-gcs-server (GCS) emulators it also starts.
 //! - [`fixtures`]: the Litestream fixtures in `fixtures/litestream-0.5.17`, their manifests, and
 //!   copies of replicas with Litestream's mtime convention re-applied.
 //! - [`hash`]: the fixtures' `logical-v1` content hash, file sha256, `PRAGMA integrity_check`.
@@ -16,10 +17,11 @@
 //!
 //! # No silent skips
 //!
-//! Every helper that needs the environment `scripts/test` sets up (the venv, moto) **panics**
+//! Every helper that needs the environment `scripts/test` sets up (the venv, moto, the emulators) **panics**
 //! with a message that says to run the tests via `scripts/test` when it is missing. A test that
 //! needs the peer never passes by skipping.
 
+pub mod emulators;
 pub mod fixtures;
 pub mod hash;
 pub mod peer;
@@ -35,7 +37,7 @@ use std::path::PathBuf;
 pub use seed::seed;
 
 /// The message every "environment missing" panic carries.
-pub const RUN_VIA_SCRIPTS_TEST: &str = "run tests via scripts/test (it installs the Litestream peer into .venv-test, starts moto and sets SLUICE_TEST_* variables)";
+pub const RUN_VIA_SCRIPTS_TEST: &str = "run tests via scripts/test (it installs the Litestream peer into .venv-test, starts moto, Azurite and fake-gcs-server and sets SLUICE_TEST_* variables)";
 
 /// The workspace root (the directory holding `crates/`, `fixtures/`, `scripts/`).
 ///

@@ -180,22 +180,24 @@ pub fn delete_object(bucket: &str, key: &str) {
         .unwrap_or_else(|e| panic!("DELETE s3://{bucket}/{key}: {e:#}"));
 }
 
-struct Response {
-    status: u16,
-    body: Vec<u8>,
+/// An HTTP response (body de-chunked).
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Response {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
-    fn expect_success(&self, what: &str) -> Result<()> {
+    pub(crate) fn expect_success(&self, what: &str) -> Result<()> {
         if (200..300).contains(&self.status) { Ok(()) } else { bail!("{what}: HTTP {}: {}", self.status, self.text()) }
     }
 }
 
-const DUMMY_AUTHORIZATION: &str = "Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n";
+const DUMMY_AUTHORIZATION: &str =
+    "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
 
 /// One unsigned HTTP/1.1 request to the moto endpoint (`Connection: close`).
 fn request(method: &str, path_and_query: &str, body: &[u8]) -> Result<Response> {
@@ -203,21 +205,33 @@ fn request(method: &str, path_and_query: &str, body: &[u8]) -> Result<Response> 
 }
 
 fn request_with_headers(method: &str, path_and_query: &str, headers: &[(&str, &str)], body: &[u8]) -> Result<Response> {
-    let ep = endpoint();
-    let host = ep
+    // moto does not verify signatures, but it treats a request without an `Authorization`
+    // header as anonymous and then refuses GET/HEAD of objects whose ACL is private (403).
+    let mut all = vec![("Authorization", DUMMY_AUTHORIZATION)];
+    all.extend_from_slice(headers);
+    http_request(&endpoint(), method, path_and_query, &all, body)
+}
+
+/// One HTTP/1.1 request (`Connection: close`) to `endpoint` (`http://host:port`, any path in it
+/// is ignored: `path_and_query` is sent as is). Also used for the other emulators.
+pub(crate) fn http_request(
+    endpoint: &str,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Response> {
+    let host = endpoint
         .strip_prefix("http://")
-        .with_context(|| format!("{ENDPOINT_ENV}={ep}: only http:// endpoints are supported"))?;
+        .with_context(|| format!("{endpoint}: only http:// endpoints are supported"))?;
     let host = host.split('/').next().unwrap_or(host);
-    let mut stream = TcpStream::connect(host).with_context(|| format!("connect to moto at {host}"))?;
+    let mut stream = TcpStream::connect(host).with_context(|| format!("connect to {host}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.set_write_timeout(Some(Duration::from_secs(30)))?;
     let mut head = format!(
         "{method} {path_and_query} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
-    // moto does not verify signatures, but it treats a request without an `Authorization`
-    // header as anonymous and then refuses GET/HEAD of objects whose ACL is private (403).
-    head.push_str(DUMMY_AUTHORIZATION);
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -268,7 +282,7 @@ fn dechunk(mut data: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// Percent-encodes everything but unreserved characters (and `/` when `keep_slash`).
-fn encode(s: &str, keep_slash: bool) -> String {
+pub(crate) fn encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         let unreserved = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');

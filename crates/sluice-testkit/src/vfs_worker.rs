@@ -70,6 +70,12 @@ impl VfsWorker {
     /// Starts a worker on the debug extension (its stderr, the extension's log at info level,
     /// goes to `<dir>/<name>.log`) and waits until it loaded the extension.
     pub fn spawn(name: &str, dir: &Path) -> VfsWorker {
+        VfsWorker::spawn_with_env(name, dir, &[])
+    }
+
+    /// As [`VfsWorker::spawn`], with `env` added to the process's environment (credentials,
+    /// `STORAGE_EMULATOR_HOST`…).
+    pub fn spawn_with_env(name: &str, dir: &Path, env: &[(String, String)]) -> VfsWorker {
         let log = dir.join(format!("{name}.log"));
         let f = std::fs::File::create(&log).expect("create worker log");
         let so = vfs::debug_so();
@@ -78,6 +84,7 @@ impl VfsWorker {
             .arg(SCRIPT)
             .arg(so.with_extension(""))
             .env("SLUICE_LOG_LEVEL", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(f);

@@ -123,6 +123,20 @@ impl Daemon {
         Daemon { guard: ChildGuard::spawn(&mut cmd), log: log.to_path_buf() }
     }
 
+    /// As [`Daemon::start`] (no extra arguments), with `env` added to the daemon's environment.
+    pub fn start_with_env(config: &Path, env: &[(String, String)], log: &Path) -> Daemon {
+        let f = File::create(log).expect("create daemon log");
+        let mut cmd = sluice();
+        cmd.arg("replicate")
+            .arg("--config")
+            .arg(config)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().expect("clone log"))
+            .stderr(f);
+        Daemon { guard: ChildGuard::spawn(&mut cmd), log: log.to_path_buf() }
+    }
+
     /// As [`Daemon::start`], under `umask` (set by a shell that then execs the daemon, so the
     /// daemon is the child that is signalled and waited for).
     pub fn start_with_umask(config: &Path, umask: u32, log: &Path) -> Daemon {
