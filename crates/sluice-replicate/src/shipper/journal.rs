@@ -94,6 +94,8 @@ impl Shipper {
         let p = path(self.meta.root());
         let tmp = p.with_extension("tmp");
         if let Err(e) = self.meta.perms().write(&tmp, &j.encode()).and_then(|()| std::fs::rename(&tmp, &p)) {
+            // A full disk leaves a partial temp file: never keep one behind.
+            let _ = std::fs::remove_file(&tmp);
             tracing::debug!(error = %e, "could not save the read-ahead journal");
         }
     }
