@@ -12,7 +12,7 @@ use object_store::path::Path;
 use object_store::{Attribute, GetOptions, ObjectStore, ObjectStoreExt};
 use sluice_ltx::TxId;
 
-use crate::config::{EnvFn, ReplicaConfig, describe, process_env, resolve};
+use crate::config::{EnvFn, ReplicaConfig, Target, describe, process_env, resolve};
 use crate::error::{Error, Result};
 use crate::layout::{file_key, level_dir, parse_key};
 use crate::retry::{RetryPolicy, retry};
@@ -80,7 +80,7 @@ impl ReplicaClient {
     pub(crate) fn open_with_env(cfg: &ReplicaConfig, env: EnvFn<'_>) -> Result<Self> {
         let target = resolve(cfg, env)?;
         let description = describe(&target);
-        let (store, prefix) = crate::backend::build_store(&target, &description, env)?;
+        let (store, prefix) = shared_store(&target, &description, env)?;
         let local_root = match target.kind {
             StoreKind::File => target.file_root.map(Arc::new),
             _ => None,
@@ -330,4 +330,26 @@ impl ReplicaClient {
             .try_collect()
             .await
     }
+}
+
+/// The store for `t`, shared with every other replica in the same bucket with the same
+/// settings: a daemon with a thousand databases in one bucket keeps one HTTP connection pool
+/// and one TLS setup instead of a thousand. Local directories are not shared (nothing to save).
+fn shared_store(t: &Target, description: &str, env: EnvFn<'_>) -> Result<(Arc<dyn ObjectStore>, Path)> {
+    use std::sync::{LazyLock, Mutex, Weak};
+    type Stores = Mutex<Vec<(Target, Weak<dyn ObjectStore>)>>;
+    static STORES: LazyLock<Stores> = LazyLock::new(Stores::default);
+    if t.kind == StoreKind::File {
+        return crate::backend::build_store(t, description, env);
+    }
+    let mut key = t.clone();
+    key.prefix.clear();
+    let mut stores = STORES.lock().unwrap_or_else(|e| e.into_inner());
+    stores.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(store) = stores.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade()) {
+        return Ok((store, Path::from(t.prefix.as_str())));
+    }
+    let (store, prefix) = crate::backend::build_store(t, description, env)?;
+    stores.push((key, Arc::downgrade(&store)));
+    Ok((store, prefix))
 }

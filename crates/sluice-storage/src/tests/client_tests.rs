@@ -10,7 +10,7 @@ use object_store::path::Path;
 use object_store::{Attribute, GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
 use sluice_ltx::TxId;
 
-use crate::{ReplicaClient, StoreKind, TIMESTAMP_METADATA};
+use crate::{ReplicaClient, ReplicaConfig, StoreKind, TIMESTAMP_METADATA};
 
 fn ts(secs: i64, nanos: u32) -> DateTime<Utc> {
     Utc.timestamp_opt(secs, nanos).single().expect("valid timestamp")
@@ -161,4 +161,17 @@ async fn unreachable_s3_endpoint_is_retryable_and_named() {
     let shown = err.to_string();
     assert!(shown.contains("p/0000/0000000000000001-0000000000000001.ltx") && shown.contains("s3://bkt/p"), "{shown}");
     assert!(!format!("{err:?}").contains("SECRETTEST"));
+}
+
+#[test]
+fn replicas_in_one_bucket_share_one_store_and_keep_their_own_prefix() {
+    let open = |url: &str| {
+        let cfg =
+            ReplicaConfig { url: Some(url.into()), endpoint: Some("http://127.0.0.1:9".into()), ..Default::default() };
+        ReplicaClient::open_with_env(&cfg, &|_| None).expect("open")
+    };
+    let (a, b, other) = (open("s3://bkt/tenants/a.db"), open("s3://bkt/tenants/b.db"), open("s3://other/a.db"));
+    assert!(Arc::ptr_eq(a.store(), b.store()), "one connection pool per bucket");
+    assert!(!Arc::ptr_eq(a.store(), other.store()));
+    assert_eq!((a.prefix().as_ref(), b.prefix().as_ref()), ("tenants/a.db", "tenants/b.db"));
 }
