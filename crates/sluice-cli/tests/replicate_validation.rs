@@ -159,3 +159,54 @@ fn s3_replica_validates_then_reports_a_flipped_byte() {
     wait_failure(&mut d, port, &label);
     d.stop_ok();
 }
+
+/// A replica file that is valid LTX but holds other data than the database (as a bug in
+/// capture or compaction would produce): restores fine, so only the comparison catches it.
+#[test]
+fn a_valid_replica_file_with_other_data_is_a_mismatch() {
+    use sluice_ltx::{Decoder, Encoder};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    write_rows(&db, 100);
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let port = free_port();
+    let cfg = config(dir.path(), &db, &url, port);
+    let mut d = Daemon::start(&cfg, &[], &dir.path().join("daemon.log"));
+    wait_ok_at_replica_txid(&mut d, port, &url, 0.0);
+
+    // No writes since the start: the snapshot alone is the restore plan. Re-encode it with one
+    // byte of row data changed in its last page.
+    let label = snapshot_label(&url);
+    let path = replica.join("ltx").join(&label);
+    let mut dec = Decoder::new(std::fs::File::open(&path).expect("open")).expect("decode");
+    let header = *dec.header();
+    let mut pages = Vec::new();
+    let mut buf = vec![0u8; header.page_size as usize];
+    while let Some(pgno) = dec.next_page(&mut buf).expect("page") {
+        pages.push((pgno, buf.clone()));
+    }
+    let (pgno, last) = pages.last_mut().expect("pages");
+    let end = last.len() - 8;
+    last[end] ^= 0x01;
+    let changed = *pgno;
+    let tmp = path.with_extension("tmp");
+    let mut enc = Encoder::new(std::fs::File::create(&tmp).expect("create"), header).expect("encoder");
+    for (p, data) in &pages {
+        enc.encode_page(*p, data).expect("encode");
+    }
+    enc.finish(0).expect("finish");
+    std::fs::rename(&tmp, &path).expect("rename");
+
+    let failed = wait_until(DEADLINE, || validations(&scrape(port), "mismatch") > 0.0);
+    d.assert_running();
+    assert!(failed, "the altered replica was not reported as a mismatch; log:\n{}", d.log_text());
+    let log = d.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("differs from the database"))
+        .unwrap_or_else(|| panic!("no ERROR line for the mismatch; log:\n{log}"));
+    assert!(line.contains(&format!("differing pages [{changed}]")), "{line}");
+    assert!(line.contains(&label) && line.contains("txid="), "{line}");
+    d.stop_ok();
+}
