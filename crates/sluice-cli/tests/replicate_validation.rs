@@ -210,3 +210,44 @@ fn a_valid_replica_file_with_other_data_is_a_mismatch() {
     assert!(line.contains(&label) && line.contains("txid="), "{line}");
     d.stop_ok();
 }
+
+/// Validations while the application writes without pause: never a false failure (the local
+/// checksums are taken at a captured TXID and moved forward to the restored one).
+#[test]
+fn validations_under_continuous_writes_never_fail_falsely() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("app.db");
+    write_rows(&db, 100);
+    let replica = dir.path().join("replica");
+    let url = format!("file://{}", replica.display());
+    let port = free_port();
+    let cfg = config(dir.path(), &db, &url, port);
+    let mut d = Daemon::start(&cfg, &[], &dir.path().join("daemon.log"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let c = open_app(&db, Duration::from_secs(5));
+            let mut n = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                c.execute("INSERT INTO t VALUES (randomblob(300))", []).expect("insert");
+                c.execute("UPDATE t SET x = randomblob(200) WHERE rowid = ?1", [n % 100 + 1]).expect("update");
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut body = String::new();
+    let enough = wait_until(DEADLINE, || {
+        body = scrape(port);
+        validations(&body, "ok") >= 4.0
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let writes = writer.join().expect("writer");
+    d.assert_running();
+    eprintln!("{writes} write pairs; metrics:\n{body}");
+    assert!(enough, "fewer than 4 ok validations under writes; log:\n{}", d.log_text());
+    let body = scrape(port);
+    assert_eq!(validations(&body, "mismatch") + validations(&body, "error"), 0.0, "{body}\nlog:\n{}", d.log_text());
+    d.stop_ok();
+}
