@@ -225,7 +225,7 @@ fn validations_under_continuous_writes_never_fail_falsely() {
     let mut d = Daemon::start(&cfg, &[], &dir.path().join("daemon.log"));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
-        let (db, stop) = (db.clone(), stop.clone());
+        let stop = stop.clone();
         std::thread::spawn(move || {
             let c = open_app(&db, Duration::from_secs(5));
             let mut n = 0i64;
