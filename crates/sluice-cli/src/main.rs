@@ -26,6 +26,7 @@ mod replicate_cmd;
 mod restore_cmd;
 mod restore_follow;
 mod sync_cmd;
+mod validate;
 
 /// Sluice: SQLite replication to object storage, compatible with Litestream 0.5.
 #[derive(Parser)]

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 use sluice_config::{Config, DbConfig};
+use sluice_engine::validate::PageSums;
 use sluice_engine::write::Limits;
 use sluice_engine::write::metrics::DbMetrics;
 use sluice_ltx::TxId;
@@ -65,6 +66,7 @@ struct Entry {
     source: Source,
     replica: String,
     removed: Arc<std::sync::atomic::AtomicBool>,
+    validation: Option<crate::validate::Target>,
 }
 
 /// The registry. Cheap to clone.
@@ -118,6 +120,7 @@ impl Registry {
             source,
             replica: client.description().to_string(),
             removed: removed.clone(),
+            validation: crate::validate::Target::new(&self.cfg, db, source, &client, &metrics),
         };
         let mut dbs = self.lock();
         if dbs.contains_key(&db.path) {
@@ -219,6 +222,23 @@ impl Registry {
                 }
             });
         }
+    }
+
+    /// Databases whose replica is validated.
+    pub fn validation_targets(&self) -> Vec<crate::validate::Target> {
+        self.lock().values().filter_map(|e| e.validation.clone()).collect()
+    }
+
+    /// Asks `path` for its page checksums at a TXID just captured (replica validation).
+    pub fn page_sums(&self, path: &Path) -> Result<oneshot::Receiver<sluice_engine::Result<Option<PageSums>>>> {
+        let dbs = self.lock();
+        let entry = dbs.get(path).ok_or_else(|| anyhow!("{} is not replicated by this daemon", path.display()))?;
+        let (tx, rx) = oneshot::channel();
+        entry
+            .requests
+            .try_send(Request::PageSums(tx))
+            .map_err(|_| anyhow!("{} is busy with requests", path.display()))?;
+        Ok(rx)
     }
 
     /// Engine options for one database.

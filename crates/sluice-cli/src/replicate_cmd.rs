@@ -93,6 +93,9 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     if let Some(url) = &cfg.heartbeat_url {
         tokio::spawn(crate::heartbeat::run(url.clone(), cfg.heartbeat_interval, registry.clone(), shutdown_rx.clone()));
     }
+    if !args.once {
+        tokio::spawn(crate::validate::run(registry.clone(), shutdown_rx.clone()));
+    }
     if let Some(addr) = &cfg.addr {
         let addr = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.clone() };
         let listener =

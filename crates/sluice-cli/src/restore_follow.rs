@@ -122,7 +122,7 @@ pub fn integrity_check(out: &Path, mode: IntegrityCheck) -> Result<()> {
 }
 
 /// The check's complaints (empty when it says `ok`).
-fn run_check(out: &Path, pragma: &str) -> Result<Vec<String>> {
+pub(crate) fn run_check(out: &Path, pragma: &str) -> Result<Vec<String>> {
     // immutable=1: nothing writes the file during the check, and a WAL-mode header must not
     // make a read-only check create -wal/-shm files beside it.
     let abs = std::path::absolute(out)?;

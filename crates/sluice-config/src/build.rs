@@ -46,7 +46,12 @@ pub(crate) fn build(root: &Value, env: EnvLookup<'_>) -> Result<Config> {
     let mut interval = Agreed::new(positive(&snapshot, "interval")?, snapshot.at("interval"));
     let mut retention = Agreed::new(positive(&snapshot, "retention")?, snapshot.at("retention"));
 
-    let defaults = PartialReplica::read(&top, false)?;
+    let validation = top.section("validation")?;
+    validation.check(&[keys::VALIDATION], &mut warnings)?;
+    cfg.validation_interval = positive(&validation, "interval")?;
+    // Litestream has both: a replica's `validation-interval` (or the top-level inline one)
+    // wins over `validation.interval`.
+    let defaults = PartialReplica::read(&top, false)?.with_validation_default(cfg.validation_interval);
     for (index, value) in top.seq("dbs")?.unwrap_or_default().iter().enumerate() {
         let (entry, (db_interval, db_retention)) = build_db(value, index, &defaults, env, &mut warnings)?;
         interval.merge(db_interval, format!("dbs[{index}].snapshot.interval"))?;

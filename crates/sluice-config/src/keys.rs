@@ -51,7 +51,7 @@ pub(crate) const TOP: &[(&str, Key)] = &[
     ("max-concurrent-compactions", Supported),
     ("socket", Supported),
     ("verify-compaction", Unsupported),
-    ("validation", Unsupported),
+    ("validation", Supported),
     ("mcp-addr", Unsupported),
 ];
 
@@ -149,6 +149,7 @@ pub(crate) const SOCKET: &[(&str, Key)] = &[("enabled", Supported), ("path", Sup
 pub(crate) const SNAPSHOT: &[(&str, Key)] = &[("interval", Supported), ("retention", Supported)];
 pub(crate) const LEVEL: &[(&str, Key)] = &[("interval", Supported)];
 pub(crate) const RETENTION: &[(&str, Key)] = &[("enabled", Supported)];
+pub(crate) const VALIDATION: &[(&str, Key)] = &[("interval", Supported)];
 pub(crate) const LOGGING: &[(&str, Key)] =
     &[("level", Supported), ("type", Supported), ("stderr", Supported), ("source", Supported)];
 pub(crate) const AGE: &[(&str, Key)] = &[("identities", Supported), ("recipients", Supported)];

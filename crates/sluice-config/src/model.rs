@@ -99,6 +99,10 @@ pub struct Config {
     pub heartbeat_url: Option<String>,
     /// `heartbeat-interval`.
     pub heartbeat_interval: Duration,
+    /// `validation.interval`: how often every replica is validated unless its own
+    /// `validation-interval` says otherwise; `None` = off. Already folded into each replica's
+    /// [`ReplicaSettings::validation_interval`].
+    pub validation_interval: Option<Duration>,
     /// Human-readable warnings about ignored keys, each starting with the key's location.
     /// The CLI prints them.
     pub warnings: Vec<String>,
@@ -127,6 +131,7 @@ impl Default for Config {
             max_concurrent_compactions: DEFAULT_MAX_CONCURRENT_COMPACTIONS,
             heartbeat_url: None,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            validation_interval: None,
             warnings: Vec::new(),
         }
     }
@@ -227,7 +232,9 @@ pub struct ReplicaSettings {
     pub max_sync_ltx_files: usize,
     /// `auto-recover`: reset local state when LTX errors are detected.
     pub auto_recover: bool,
-    /// `validation-interval`: how often to validate the replica; `None` = never.
+    /// How often to validate the replica (restore it and compare with the database): its
+    /// `validation-interval`, else the top-level `validation.interval`; `None` = never (also
+    /// `validation-interval: 0`, which turns validation off for this replica).
     pub validation_interval: Option<Duration>,
     /// `part-size` (S3 multipart part size in bytes); `None` = the store's default.
     pub part_size: Option<u64>,

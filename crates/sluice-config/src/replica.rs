@@ -65,6 +65,14 @@ impl PartialReplica {
         })
     }
 
+    /// `validation-interval` when this block sets none.
+    pub fn with_validation_default(mut self, interval: Option<Duration>) -> Self {
+        if self.validation_interval.is_none() {
+            self.validation_interval = interval;
+        }
+        self
+    }
+
     /// Fills what this replica leaves unset from the top-level `defaults`
     /// (Litestream's `ReplicaSettings.SetDefaults`).
     ///

@@ -7,6 +7,7 @@
 //! - [`restore`]: plan, download ahead, apply, install atomically.
 //! - [`read`]: pages of a replica on demand (the VFS's read path): views, cache, polling.
 //! - [`write`]: the replica writer after capture: lease, uploads, compaction, snapshots, retention.
+//! - [`validate`]: the checksums replica validation compares (local database, restored image).
 //! - [`error`]: typed errors naming files, TXIDs and paths.
 //! - [`perms`]: the mode and owner of everything written about a database.
 #![warn(missing_docs)]
@@ -15,6 +16,7 @@ pub mod error;
 pub mod perms;
 pub mod read;
 pub mod restore;
+pub mod validate;
 pub mod write;
 
 pub use error::{Error, Result};

@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::shipper::{Checkpoint, Position, Shipper, ShipperOptions, SnapshotView, Synced};
 use sluice_engine::error::{Error, Result};
+use sluice_engine::validate::PageSums;
 use sluice_engine::write::local::MetaDir;
 
 enum Cmd {
@@ -23,6 +24,8 @@ enum Cmd {
 /// Handle to the shipper thread. Dropping it stops the thread (releasing SQLite locks).
 pub struct ShipperHandle {
     tx: std_mpsc::Sender<Cmd>,
+    /// One pinned snapshot read at a time (snapshots and validation share it).
+    snap: tokio::sync::Mutex<()>,
     page_size: u32,
     meta: MetaDir,
 }
@@ -62,7 +65,7 @@ impl ShipperHandle {
             })
             .map_err(|e| Error::Task(format!("spawn shipper thread: {e}")))?;
         let (page_size, meta) = ready_rx.await.map_err(|_| Error::Task("shipper thread died".into()))??;
-        Ok(ShipperHandle { tx, page_size, meta })
+        Ok(ShipperHandle { tx, snap: tokio::sync::Mutex::new(()), page_size, meta })
     }
 
     async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Result<T> {
@@ -85,11 +88,23 @@ impl ShipperHandle {
     /// thread while the shipper goes on capturing. `None` when there is nothing to snapshot
     /// yet or the write barrier was busy.
     pub async fn snapshot(&self, path: PathBuf) -> Result<Option<Header>> {
+        let _one = self.snap.lock().await;
         let Some(view) = self.call(Cmd::SnapshotView).await?? else { return Ok(None) };
         let written = tokio::task::spawn_blocking(move || view.write(&path)).await;
         // Always end the pinning read, or checkpoints stay partial for good.
         self.call(Cmd::EndSnapshot).await?;
         Ok(Some(written.map_err(|e| Error::Task(format!("snapshot task failed: {e}")))??))
+    }
+
+    /// The database's page checksums at a TXID just captured (replica validation), read off
+    /// the shipper thread like a snapshot. `None` when the write barrier was busy or nothing
+    /// was captured yet.
+    pub async fn page_sums(&self) -> Result<Option<PageSums>> {
+        let _one = self.snap.lock().await;
+        let Some(view) = self.call(Cmd::SnapshotView).await?? else { return Ok(None) };
+        let sums = tokio::task::spawn_blocking(move || view.page_sums()).await;
+        self.call(Cmd::EndSnapshot).await?;
+        Ok(Some(sums.map_err(|e| Error::Task(format!("checksum task failed: {e}")))??))
     }
 
     /// Current position.

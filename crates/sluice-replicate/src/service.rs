@@ -88,6 +88,9 @@ impl ReplicateOptions {
 pub enum Request {
     /// Sync and upload now; replies with the replica's TXID afterwards.
     Sync(oneshot::Sender<Result<sluice_ltx::TxId>>),
+    /// The database's page checksums at a TXID just captured (replica validation); `None`
+    /// when it cannot be read right now.
+    PageSums(oneshot::Sender<Result<Option<sluice_engine::validate::PageSums>>>),
 }
 
 /// Replicates the database file that exists now until `shutdown` turns true, then syncs
@@ -193,9 +196,18 @@ pub(crate) async fn replicate_db(
                 }
             }
             r = requests.recv(), if requests_open => {
-                let Some(Request::Sync(reply)) = r else {
-                    requests_open = false;
-                    continue;
+                let reply = match r {
+                    Some(Request::Sync(reply)) => reply,
+                    Some(Request::PageSums(reply)) => {
+                        // Reads the whole database: off this loop, as snapshots are.
+                        let shipper = shipper.clone();
+                        tokio::spawn(async move { drop(reply.send(shipper.page_sums().await)) });
+                        continue;
+                    }
+                    None => {
+                        requests_open = false;
+                        continue;
+                    }
                 };
                 let res = capture(&shipper, &writer).await;
                 dirty |= res.as_ref().is_ok_and(|c| *c);

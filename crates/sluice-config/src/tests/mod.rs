@@ -308,3 +308,30 @@ fn load_reports_missing_and_reads_files() {
     std::fs::write(&file, "addr: ':9090'\n").expect("write");
     assert_eq!(Config::load(Some(&file), true).expect("load").addr.as_deref(), Some(":9090"));
 }
+
+#[test]
+fn validation_interval_top_level_and_per_replica() {
+    // Off by default.
+    let cfg = parse("dbs:\n  - path: /a.db\n    replica: {path: /b}\n");
+    assert_eq!((cfg.validation_interval, cfg.dbs[0].replica.validation_interval), (None, None));
+    // `validation.interval` applies to every replica; a replica's own `validation-interval`
+    // wins, and 0 turns it off for that replica only.
+    let cfg = parse(
+        "validation:\n  interval: 1h\ndbs:\n  - path: /a.db\n    replica: {path: /a}\n  \
+         - path: /b.db\n    replica: {path: /b, validation-interval: 10m}\n  \
+         - path: /c.db\n    replica: {path: /c, validation-interval: 0s}\n  \
+         - dir: /d\n    pattern: '*.db'\n    replica: {path: /d}\n",
+    );
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    assert_eq!(cfg.validation_interval, Some(secs(3600)));
+    let got: Vec<_> = cfg.dbs.iter().map(|d| d.replica.validation_interval).collect();
+    assert_eq!(got, [Some(secs(3600)), Some(secs(600)), None]);
+    assert_eq!(cfg.dirs[0].template.replica.validation_interval, Some(secs(3600)));
+    // The inline top-level `validation-interval` is a replica default too, and beats
+    // `validation.interval`; sub-minute intervals are allowed.
+    let cfg =
+        parse("validation-interval: 2s\nvalidation:\n  interval: 1h\ndbs:\n  - path: /a.db\n    replica: {path: /a}\n");
+    assert_eq!(cfg.dbs[0].replica.validation_interval, Some(secs(2)));
+    let cfg = parse("validation:\n  interval: 500ms\ndbs:\n  - path: /a.db\n    replica: {path: /a}\n");
+    assert_eq!(cfg.dbs[0].replica.validation_interval, Some(Duration::from_millis(500)));
+}

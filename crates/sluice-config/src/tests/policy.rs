@@ -47,13 +47,12 @@ fn unknown_keys_are_errors_naming_their_path() {
 fn unsupported_litestream_keys_are_warnings() {
     let cfg = parse(&format!(
         "mcp-addr: ':3001'\n\
-         verify-compaction: true\nvalidation:\n  interval: 1h\nsign-payload: true\n{DB}      \
+         verify-compaction: true\nsign-payload: true\n{DB}      \
          sse-kms-key-id: abc\n      storage-class: GLACIER\n      require-content-md5: false\n"
     ));
     let want = [
         "mcp-addr",
         "verify-compaction",
-        "validation",
         "sign-payload",
         "dbs[0].replica.sse-kms-key-id",
         "dbs[0].replica.storage-class",
@@ -177,6 +176,8 @@ fn bad_values_name_their_key() {
         ("snapshot:\n  interval: soon\n", "snapshot.interval", "invalid duration"),
         ("snapshot:\n  retention: 0\n", "snapshot.retention", "greater than 0"),
         ("levels:\n  - interval: 0s\n", "levels[0].interval", "greater than 0"),
+        ("validation:\n  interval: 0s\n", "validation.interval", "greater than 0"),
+        ("validation:\n  interval: -1m\n", "validation.interval", "negative"),
         ("levels:\n  - {}\n", "levels[0].interval", "greater than 0"),
         ("retention:\n  enabled: maybe\n", "retention.enabled", "expected true or false"),
         ("logging: verbose\n", "logging", "expected a mapping"),

@@ -46,6 +46,19 @@ pub struct DbMetrics {
     pub pending_bytes: AtomicU64,
     /// When the current storage outage began (ms since the epoch); 0 when storage answers.
     pub outage_since_ms: AtomicU64,
+    /// Replica validations by result (`validation.interval`): restored image matches the
+    /// database and passes `integrity_check`.
+    pub validations_ok: AtomicU64,
+    /// Validations whose restored image differs from the database or fails `integrity_check`.
+    pub validations_mismatch: AtomicU64,
+    /// Validations that could not restore (a corrupt, missing or unreadable replica file).
+    pub validations_error: AtomicU64,
+    /// Validations skipped without a verdict (no local checksum at the replica's TXID).
+    pub validations_skipped: AtomicU64,
+    /// TXID of the last validation with a verdict (ok or not); 0 before the first.
+    pub validation_last_txid: AtomicU64,
+    /// When the last successful validation finished (ms since the epoch); 0 before the first.
+    pub validation_last_success_ms: AtomicU64,
 }
 
 impl DbMetrics {
@@ -81,6 +94,16 @@ impl DbMetrics {
             t => now_ms.saturating_sub(t) as f64 / 1000.0,
         };
         g(out, "storage_outage_seconds", outage);
+        for (result, a) in [
+            ("ok", &self.validations_ok),
+            ("mismatch", &self.validations_mismatch),
+            ("error", &self.validations_error),
+            ("skipped", &self.validations_skipped),
+        ] {
+            let _ = writeln!(out, "sluice_validation_total{{db=\"{db}\",result=\"{result}\"}} {}", load(a));
+        }
+        g(out, "validation_last_txid", load(&self.validation_last_txid));
+        g(out, "validation_last_success_timestamp_seconds", load(&self.validation_last_success_ms) / 1000.0);
         for (op, a) in [
             ("sync", &self.errors_sync),
             ("capture", &self.errors_capture),

@@ -13,6 +13,7 @@ use sluice_ltx::{Encoder, Header, TxId, lock_pgno};
 use super::{Position, Shipper, now_ms, read_db_page, read_wal_frame};
 use sluice_engine::error::{Error, Result};
 use sluice_engine::perms::Perms;
+use sluice_engine::validate::PageSums;
 
 /// Everything needed to read the database as of one position, without the shipper.
 pub struct SnapshotView {
@@ -82,6 +83,20 @@ impl SnapshotView {
         let f = w.into_inner().map_err(|e| Error::io("write", path, e.into_error()))?;
         f.sync_all().map_err(|e| Error::io("fsync", path, e))?;
         Ok(header)
+    }
+
+    /// The database as of the position, one checksum per page (replica validation).
+    pub fn page_sums(&self) -> Result<PageSums> {
+        let pos = self.pos;
+        let mut sums = PageSums::new(pos.txid, self.page_size, pos.commit);
+        let wal = File::open(&self.wal_path).ok();
+        let mut buf = vec![0u8; self.page_size as usize];
+        let lock = lock_pgno(self.page_size);
+        for p in (1..=pos.commit).filter(|p| *p != lock) {
+            self.read(wal.as_ref(), p, &mut buf)?;
+            sums.set(p, &buf);
+        }
+        Ok(sums)
     }
 
     /// A page as of the position. A WAL frame found overwritten proves a restart, which needs
