@@ -64,13 +64,14 @@ class Proxy:
 
     def _note_put(self, target, body_head):
         m = DB_RE.search(target)
-        lv = re.search(r"/(\d)/[0-9a-f]{16}-[0-9a-f]{16}\.ltx", target)
+        # Level folders are `0`…`9` on most backends and `0000`… on S3 (Litestream's layout).
+        lv = re.search(r"/([0-9a-f]{1,4})/[0-9a-f]{16}-[0-9a-f]{16}\.ltx", target)
         i = body_head.find(b"LTX1")
         if not m or not lv or i < 0 or len(body_head) < i + 40:
             return
         ts = struct.unpack(">q", body_head[i + 32:i + 40])[0]
         with self.lock:
-            self.puts.append((time.time(), m.group(1), int(lv.group(1)), ts))
+            self.puts.append((time.time(), m.group(1), int(lv.group(1), 16), ts))
 
     def start(self):
         self.srv = socket.socket()
