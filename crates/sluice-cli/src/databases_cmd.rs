@@ -24,8 +24,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         let path = args.config.clone().unwrap_or_else(sluice_config::Config::default_path);
         format!("cannot read config {}", path.display())
     })?;
-    let rows: Vec<(String, String)> = cfg
-        .dbs
+    let rows: Vec<(String, String)> = crate::discover::configured(&cfg)
         .iter()
         .map(|db| {
             let replica = ReplicaClient::open(&db.replica.storage)

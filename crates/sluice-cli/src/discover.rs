@@ -143,3 +143,18 @@ pub async fn watch(
         found.rescan(&dir, &registry);
     }
 }
+
+/// Every database a config names now: its `path:` entries, then what its `dir:` entries hold.
+pub fn configured(cfg: &sluice_config::Config) -> Vec<sluice_config::DbConfig> {
+    let mut dbs = cfg.dbs.clone();
+    for dir in &cfg.dirs {
+        for path in scan(dir).0 {
+            if !dbs.iter().any(|d| d.path == path)
+                && let Some(db) = dir.db(&path)
+            {
+                dbs.push(db);
+            }
+        }
+    }
+    dbs
+}

@@ -25,6 +25,7 @@ mod replica;
 mod replicate_cmd;
 mod restore_cmd;
 mod restore_follow;
+mod status_cmd;
 mod sync_cmd;
 mod validate;
 
@@ -51,6 +52,10 @@ enum Command {
     Sync(sync_cmd::Args),
     /// List the databases a config file replicates, and their replicas.
     Databases(databases_cmd::Args),
+    /// Show the local replication state of the config's databases (local TXID, WAL size).
+    Status(status_cmd::StatusArgs),
+    /// Remove a database's local replication state (the next start takes a new snapshot).
+    Reset(status_cmd::ResetArgs),
     /// Start replicating a database in a running daemon (control socket).
     Register(control_cmd::RegisterArgs),
     /// Stop replicating a database in a running daemon, after a last sync (control socket).
@@ -83,6 +88,8 @@ fn main() -> ExitCode {
             Command::Replicate(args) => replicate_cmd::run(args).await,
             Command::Sync(args) => sync_cmd::run(args).await,
             Command::Databases(args) => databases_cmd::run(args).await,
+            Command::Status(args) => status_cmd::status(args).await,
+            Command::Reset(args) => status_cmd::reset(args).await,
             Command::Register(args) => control_cmd::register(args).await,
             Command::Unregister(args) => control_cmd::unregister(args).await,
             Command::List(args) => control_cmd::list(args).await,

@@ -190,15 +190,21 @@ impl Registry {
     }
 
     /// Asks `path` to capture and upload now; resolves with the replica's TXID afterwards.
-    /// Never waits for a full queue (a stuck database must not hold up the caller).
     pub fn sync(&self, path: &Path) -> Result<oneshot::Receiver<sluice_engine::Result<TxId>>> {
+        self.ask(path, Request::Sync)
+    }
+
+    /// Sends `path` the request `make` builds around a reply channel. Never waits for a full
+    /// queue (a stuck database must not hold up the caller).
+    pub fn ask<T>(
+        &self,
+        path: &Path,
+        make: impl FnOnce(oneshot::Sender<T>) -> Request,
+    ) -> Result<oneshot::Receiver<T>> {
         let dbs = self.lock();
         let entry = dbs.get(path).ok_or_else(|| anyhow!("{} is not replicated by this daemon", path.display()))?;
         let (tx, rx) = oneshot::channel();
-        entry
-            .requests
-            .try_send(Request::Sync(tx))
-            .map_err(|_| anyhow!("{} is busy with earlier sync requests", path.display()))?;
+        entry.requests.try_send(make(tx)).map_err(|_| anyhow!("{} is busy with earlier requests", path.display()))?;
         Ok(rx)
     }
 

@@ -9,12 +9,12 @@ use anyhow::{Context, Result, bail};
 use sluice_config::{Config, DbConfig, ReplicaSettings};
 use sluice_engine::write::Limits;
 use sluice_engine::write::compaction::Retention;
-use sluice_replicate::ReplicateOptions;
 use sluice_replicate::fsevents::FsEvents;
 use sluice_replicate::presence::{self, Presence};
+use sluice_replicate::{ReplicateOptions, Request};
 use sluice_storage::ReplicaClient;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::control;
 use crate::daemon::serve_metrics;
@@ -46,6 +46,12 @@ pub struct Args {
     /// non-zero if any failed. For cron jobs and tests; every database must exist.
     #[arg(long, conflicts_with = "exec")]
     once: bool,
+    /// With --once: take a snapshot of every database after its sync.
+    #[arg(long, requires = "once")]
+    force_snapshot: bool,
+    /// With --once: apply snapshot and L0 retention after the sync.
+    #[arg(long, requires = "once")]
+    enforce_retention: bool,
 }
 
 pub async fn run(args: Args) -> Result<ExitCode> {
@@ -121,7 +127,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     let mut exit = ExitCode::SUCCESS;
     let mut failed = 0;
     if args.once {
-        failed += replicate_once(&registry).await;
+        failed += replicate_once(&registry, args.force_snapshot, args.enforce_retention).await;
     }
     // Without watched directories or a socket, the daemon ends when its last database does.
     let fixed = cfg.dirs.iter().all(|d| !d.watch) && cfg.socket.is_none();
@@ -193,23 +199,37 @@ pub async fn run(args: Args) -> Result<ExitCode> {
     Ok(exit)
 }
 
-/// `--once`: one sync of every database (capture and upload now); the number that failed.
-async fn replicate_once(registry: &Registry) -> usize {
+/// `--once`: one sync of every database (capture and upload now), then the snapshot and
+/// retention asked for; the number of databases that failed.
+async fn replicate_once(registry: &Registry, snapshot: bool, retention: bool) -> usize {
     let mut failed = 0;
     for (path, _) in registry.paths() {
-        let outcome = match registry.sync(&path) {
-            Ok(rx) => rx.await.map_err(|_| anyhow::anyhow!("replication stopped")).and_then(|r| r.map_err(Into::into)),
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(txid) => tracing::info!(db = %path.display(), %txid, "replicated once"),
-            Err(e) => {
-                failed += 1;
-                tracing::error!(db = %path.display(), "replicating once failed: {e:#}");
+        let outcome = async {
+            let txid = answer(registry.ask(&path, Request::Sync)).await?;
+            tracing::info!(db = %path.display(), %txid, "replicated once");
+            if snapshot {
+                match answer(registry.ask(&path, Request::Snapshot)).await? {
+                    Some(t) => tracing::info!(db = %path.display(), txid = %t, "snapshot taken"),
+                    None => tracing::info!(db = %path.display(), "the latest snapshot is current"),
+                }
             }
+            if retention {
+                answer(registry.ask(&path, Request::EnforceRetention)).await?;
+                tracing::info!(db = %path.display(), "retention enforced");
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        if let Err(e) = outcome.await {
+            failed += 1;
+            tracing::error!(db = %path.display(), "replicating once failed: {e:#}");
         }
     }
     failed
+}
+
+/// The reply to a request sent with [`Registry::ask`].
+async fn answer<T>(rx: Result<oneshot::Receiver<sluice_engine::Result<T>>>) -> Result<T> {
+    Ok(rx?.await.map_err(|_| anyhow::anyhow!("replication stopped"))??)
 }
 
 /// Restores a database that does not exist from its replica before it is replicated; an empty
@@ -275,10 +295,13 @@ pub fn options(cfg: &Config, db: &DbConfig, events: &FsEvents, limits: &Arc<Limi
 /// The meta directory of `db` per the config rules (for `sluice sync`).
 pub fn meta_dir_of(db: &Path, config: Option<&Path>, expand_env: bool) -> Result<PathBuf> {
     let abs = std::path::absolute(db)?;
-    if let Ok(cfg) = Config::load(config, expand_env)
-        && let Some(d) = cfg.db(&abs)
-    {
-        return Ok(d.meta_dir());
+    if let Ok(cfg) = Config::load(config, expand_env) {
+        if let Some(d) = cfg.db(&abs) {
+            return Ok(d.meta_dir());
+        }
+        if let Some(d) = cfg.dirs.iter().find_map(|dir| dir.db(&abs)) {
+            return Ok(d.meta_dir());
+        }
     }
     Ok(DbConfig::new(abs, ReplicaSettings::from_url("file:///unused")).meta_dir())
 }

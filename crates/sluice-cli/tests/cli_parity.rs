@@ -164,3 +164,146 @@ fn replicate_once_uploads_what_the_database_holds_and_exits() {
     assert!(!missing.status.success());
     assert!(text(&missing.stderr).contains("missing.db") && text(&missing.stderr).contains("does not exist"));
 }
+
+/// A WAL database at `path` with `rows` rows.
+fn small_db(path: &std::path::Path, rows: usize) -> rusqlite::Connection {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT);").unwrap();
+    for i in 0..rows {
+        c.execute("INSERT INTO t (v) VALUES (?1)", [format!("row {i} {}", "x".repeat(i % 300))]).unwrap();
+    }
+    c
+}
+
+/// Level and max TXID of every file of a replica, per `sluice ltx --level all --json`.
+fn replica_files(url: &str) -> Vec<(u64, String)> {
+    let out = ok(&run(sluice().args(["ltx", "--level", "all", "--json", url])), "sluice ltx --json");
+    out.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["level"].as_u64().unwrap(), v["max_txid"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn replicate_once_can_force_a_snapshot_and_enforce_retention() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("app.db");
+    let c = small_db(&db, 50);
+    let url = format!("file://{}", tmp.path().join("replica").display());
+    ok(&run(sluice().args(["replicate", "--once"]).arg(&db).arg(&url)), "sluice replicate --once");
+    c.execute("INSERT INTO t (v) VALUES ('later')", []).unwrap();
+    let out = run(sluice().args(["replicate", "--once", "--force-snapshot", "--enforce-retention"]).arg(&db).arg(&url));
+    ok(&out, "sluice replicate --once --force-snapshot --enforce-retention");
+    let err = text(&out.stderr);
+    assert!(err.contains("snapshot taken") && err.contains("retention enforced"), "{err}");
+    let files = replica_files(&url);
+    let latest = files.iter().map(|(_, t)| t.clone()).max().unwrap();
+    assert!(files.contains(&(9, latest.clone())), "a snapshot at the latest TXID {latest}: {files:?}");
+    // Both need --once.
+    let bad = run(sluice().args(["replicate", "--force-snapshot"]).arg(&db).arg(&url));
+    assert!(!bad.status.success() && text(&bad.stderr).contains("--once"), "{}", text(&bad.stderr));
+}
+
+#[test]
+fn status_shows_the_local_state_and_reset_removes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("app.db");
+    let _c = small_db(&db, 20);
+    let port = common::free_port();
+    let config = daemon_config(tmp.path(), &db, &tmp.path().join("replica"), port, "");
+    let before = ok(&run(sluice().args(["status", "--config"]).arg(&config)), "sluice status");
+    assert!(before.contains("not initialized"), "{before}");
+    ok(&run(sluice().args(["replicate", "--once", "--config"]).arg(&config)), "sluice replicate --once");
+    let json = ok(&run(sluice().args(["status", "--json", "--config"]).arg(&config).arg(&db)), "sluice status --json");
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["status"], "ok", "{json}");
+    assert_eq!(v["local_txid"].as_str().map(str::len), Some(16), "{json}");
+
+    // A running daemon is never reset under its feet.
+    let mut d = common::Daemon::start(&config, &[], &tmp.path().join("daemon.log"));
+    let held = sluice_testkit::process::wait_until(common::DAEMON_DEADLINE, || {
+        ok(&run(sluice().args(["status", "--config"]).arg(&config)), "status").contains("replicating (pid")
+    });
+    assert!(
+        held,
+        "status shows the running daemon; log:
+{}",
+        d.log_text()
+    );
+    let refused = run(sluice().args(["reset", "--config"]).arg(&config).arg(&db));
+    assert!(!refused.status.success() && text(&refused.stderr).contains("stop it before resetting"));
+    d.stop_ok();
+
+    let meta = tmp.path().join(".app.db-litestream");
+    let dry = ok(&run(sluice().args(["reset", "--dry-run", "--config"]).arg(&config).arg(&db)), "reset --dry-run");
+    assert!(dry.contains("would remove") && meta.join("ltx").exists(), "{dry}");
+    ok(&run(sluice().args(["reset", "--config"]).arg(&config).arg(&db)), "sluice reset");
+    assert!(!meta.join("ltx").exists());
+    let after = ok(&run(sluice().args(["status", "--config"]).arg(&config)), "sluice status");
+    assert!(after.contains("not initialized"), "{after}");
+    // The next run starts over with a full image, and the replica still restores.
+    ok(&run(sluice().args(["replicate", "--once", "--config"]).arg(&config)), "replicate --once after reset");
+    let restored = tmp.path().join("restored.db");
+    let url = format!("file://{}", tmp.path().join("replica").display());
+    ok(&run(sluice().args(["restore", "-o"]).arg(&restored).arg(&url)), "sluice restore");
+    use sluice_testkit::hash;
+    assert_eq!(hash::logical_sha256(&restored), hash::logical_sha256(&db));
+}
+
+#[test]
+fn a_litestream_config_using_every_key_of_the_daemon_runs_unchanged() {
+    use sluice_testkit::hash;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let dbs = [data.join("a.db"), data.join("nested/b.db"), data.join("nested/deeper/c.db")];
+    let conns: Vec<_> = dbs.iter().enumerate().map(|(i, p)| small_db(p, 10 + i)).collect();
+    let single = tmp.path().join("single.db");
+    let _s = small_db(&single, 5);
+    let restored_at_boot = tmp.path().join("boot/restored.db");
+    // A replica for `restore-if-db-not-exists` to restore from.
+    let boot_url = format!("file://{}", tmp.path().join("boot-replica").display());
+    ok(&run(sluice().args(["replicate", "--once"]).arg(&single).arg(&boot_url)), "seed the boot replica");
+    let backups = tmp.path().join("backups");
+    let config = tmp.path().join("litestream.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "addr: 127.0.0.1:{port}\nsocket:\n  enabled: true\n  path: {sock}\n  permissions: 0600\n\
+             heartbeat-url: http://127.0.0.1:9/ping\nheartbeat-interval: 5m\nvalidation:\n  interval: 1h\n\
+             levels:\n  - interval: 30s\n  - interval: 5m\nsnapshot:\n  interval: 24h\n  retention: 24h\n\
+             l0-retention: 5m\nl0-retention-check-interval: 15s\nretention:\n  enabled: true\n\
+             shutdown-sync-timeout: 30s\nshutdown-sync-interval: 500ms\nlogging:\n  level: info\n  type: text\n\
+             dbs:\n  - dir: {data}\n    pattern: '*.db'\n    recursive: true\n    watch: true\n    meta-dir: {meta}\n    \
+             monitor-interval: 1s\n    checkpoint-interval: 1m\n    busy-timeout: 1s\n    \
+             min-checkpoint-page-count: 1000\n    truncate-page-n: 121359\n    replica:\n      url: file://{backups}\n      \
+             sync-interval: 1s\n      auto-recover: true\n      validation-interval: 1h\n  - path: {boot}\n    \
+             restore-if-db-not-exists: true\n    replica:\n      url: {boot_url}\n",
+            port = common::free_port(),
+            sock = tmp.path().join("ctl.sock").display(),
+            data = data.display(),
+            meta = tmp.path().join("meta").display(),
+            backups = backups.display(),
+            boot = restored_at_boot.display(),
+        ),
+    )
+    .unwrap();
+    let out = run(sluice().args(["replicate", "--once", "--config"]).arg(&config));
+    ok(&out, "sluice replicate --once with every key");
+    let err = text(&out.stderr);
+    assert!(!err.contains("not supported by Sluice"), "every key is used: {err}");
+    assert_eq!(hash::logical_sha256(&restored_at_boot), hash::logical_sha256(&single), "restored at boot");
+    drop(conns);
+    for p in &dbs {
+        let rel = p.strip_prefix(&data).unwrap();
+        assert!(tmp.path().join("meta").join(format!("{}-litestream", rel.display())).is_dir(), "meta-dir");
+        let url = format!("file://{}", backups.join(rel).display());
+        for tool in ["sluice", "litestream"] {
+            let dest = tmp.path().join(format!("{tool}-{}", rel.display().to_string().replace('/', "_")));
+            common::restore(tool, &url, &dest, None);
+            assert_eq!(hash::logical_sha256(&dest), hash::logical_sha256(p), "{tool} restore of {}", p.display());
+        }
+    }
+}

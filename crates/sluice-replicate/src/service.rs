@@ -91,6 +91,11 @@ pub enum Request {
     /// The database's page checksums at a TXID just captured (replica validation); `None`
     /// when it cannot be read right now.
     PageSums(oneshot::Sender<Result<Option<sluice_engine::validate::PageSums>>>),
+    /// Sync and upload, then take a snapshot now; replies with its TXID (`None`: the latest
+    /// snapshot is current).
+    Snapshot(oneshot::Sender<Result<Option<sluice_ltx::TxId>>>),
+    /// Apply snapshot and L0 retention now.
+    EnforceRetention(oneshot::Sender<Result<()>>),
 }
 
 /// Replicates the database file that exists now until `shutdown` turns true, then syncs
@@ -202,6 +207,24 @@ pub(crate) async fn replicate_db(
                         // Reads the whole database: off this loop, as snapshots are.
                         let shipper = shipper.clone();
                         tokio::spawn(async move { drop(reply.send(shipper.page_sums().await)) });
+                        continue;
+                    }
+                    Some(Request::Snapshot(reply)) => {
+                        let captured = capture(&shipper, &writer).await;
+                        dirty |= captured.as_ref().is_ok_and(|c| *c);
+                        let (writer, shipper) = (writer.clone(), shipper.clone());
+                        tokio::spawn(async move {
+                            let r = match captured {
+                                Ok(_) => writer.snapshot_now(shipper.as_ref()).await,
+                                Err(e) => Err(e),
+                            };
+                            drop(reply.send(r));
+                        });
+                        continue;
+                    }
+                    Some(Request::EnforceRetention(reply)) => {
+                        let writer = writer.clone();
+                        tokio::spawn(async move { drop(reply.send(writer.enforce_retention_now().await)) });
                         continue;
                     }
                     None => {

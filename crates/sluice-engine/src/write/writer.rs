@@ -243,6 +243,23 @@ impl ReplicaWriter {
         upload_pending(&self.client, &self.meta, &self.index, &self.metrics).await
     }
 
+    /// Uploads what is pending, then takes a snapshot now (`replicate --once
+    /// --force-snapshot`); the snapshot's TXID, or `None` if the replica's latest one is current.
+    pub async fn snapshot_now(&self, source: &dyn ImageSource) -> Result<Option<TxId>> {
+        self.upload_now().await?;
+        let _permit = permit(&self.opts.limits.maintenance).await;
+        let info = compaction::snapshot(&self.client, &self.meta, source, &self.index, &self.metrics).await?;
+        Ok(info.map(|f| f.max_txid))
+    }
+
+    /// Applies snapshot and L0 retention now (`replicate --once --enforce-retention`).
+    pub async fn enforce_retention_now(&self) -> Result<()> {
+        let _permit = permit(&self.opts.limits.maintenance).await;
+        let ret = &self.opts.retention;
+        compaction::enforce_snapshot_retention(&self.client, &self.index, ret, &self.metrics).await?;
+        compaction::enforce_l0_retention(&self.client, &self.meta, &self.index, ret, &self.metrics).await
+    }
+
     /// During an outage: merges pending local files into one (see [`consolidate_pending`]).
     /// Only an optimisation, so a failure (a full disk) is logged and left to the next try.
     async fn consolidate(&self) {
