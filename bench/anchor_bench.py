@@ -66,6 +66,24 @@ REPO = os.path.dirname(HERE)   # the Sluice workspace (bench/ lives in it)
 PEER_VENV = os.path.expanduser(os.environ.get("PEER_VENV", os.path.join(REPO, ".venv-test")))
 
 
+def repo_relative(text):
+    """Report text without this checkout's location: paths inside the repository become
+    repository-relative (result files are committed; the checkout's path is machine-specific)."""
+    return text.replace(REPO + os.sep, "")
+
+
+def shown_argv(argv):
+    """sys.argv for the report; output paths outside the repository are not named (not kept)."""
+    out, prev = [], None
+    for x in argv:
+        if prev in ("--out-dir", "--combined-out") and not os.path.abspath(x).startswith(REPO + os.sep):
+            out.append(f"<{prev[2:]}, not kept>")
+        else:
+            out.append(x)
+        prev = x
+    return " ".join(out)
+
+
 def _peer_vfs_so():
     import glob
     hits = glob.glob(os.path.join(PEER_VENV, "lib", "python3*", "site-packages", "litestream_vfs", "litestream-vfs.so"))
@@ -2147,7 +2165,7 @@ def write_reports(ctx, tr, started, finished):
         for k, v in rep.configs.items():
             L += [f"{k}:", "```yaml", v.rstrip(), "```", ""]
     with open(base + ".md", "w") as f:
-        f.write("\n".join(L))
+        f.write(repo_relative("\n".join(L)))
     log(f"wrote {base}.md and {base}.json")
 
 
@@ -2465,7 +2483,7 @@ def compare_main(argv):
     title = a.title or f"{' vs '.join(tools[1:])} vs {tools[0]} (combined from {sum(len(v) for v in runs.values())} result files)"
     md = build_compare(tools, runs, title)
     with open(a.out, "w") as f:
-        f.write(md)
+        f.write(repo_relative(md))
     print(md)
     print(f"wrote {a.out}")
 
@@ -2532,7 +2550,7 @@ def aggregate_main(argv):
     if notes:
         L += ["", "## Notes", ""] + [f"- {t}" for t in notes]
     with open(a.out, "w") as f:
-        f.write("\n".join(L) + "\n")
+        f.write(repo_relative("\n".join(L) + "\n"))
     print(f"wrote {a.out}")
 
 
@@ -2705,7 +2723,7 @@ def main():
             "vfs_so": tr.tool.p.get("vfs_so"), "harness_python": sys.version.split()[0],
             "harness_sqlite": sqlite3.sqlite_version, "vfs_python": ctx.vfs_python,
             "vfs_python_sqlite": vfs_sqlite, "host": os.uname().nodename, "kernel": os.uname().release,
-            "cpus": os.cpu_count(), "argv": " ".join(sys.argv), "sync_interval": a.sync_interval,
+            "cpus": os.cpu_count(), "argv": shown_argv(sys.argv), "sync_interval": a.sync_interval,
             "synchronous": a.synchronous,
             "writer_wal_autocheckpoint": a.writer_autocheckpoint if a.writer_autocheckpoint >= 0 else "default(1000)",
             "tools_in_run": ",".join(t.name for t in tools), "started": started,
@@ -2767,13 +2785,17 @@ def main():
             ref, others = tools[0].name, [t.name for t in tools[1:]]
             path = a.combined_out or os.path.join(ctx.out_dir, f"results-{'-'.join(others)}-vs-{ref}.md")
             title = f"{' / '.join(others)} vs {ref}: combined benchmark ({'quick' if a.quick else 'default'} run)"
+            details_dir = os.path.abspath(ctx.out_dir)
+            details = (f"per-tool details: `{os.path.relpath(details_dir, REPO)}/results-<tool>.{{md,json}}`"
+                       if details_dir.startswith(REPO + os.sep) else
+                       "per-tool details (`results-<tool>.{md,json}`) were written to the run's output "
+                       "directory (not kept)")
             md = build_compare([t.name for t in tools], {t.name: [report_data(t.report)] for t in tools}, title,
                                extra_lines=[f"Run {started} → {finished}, scenarios `{','.join(scen)}`, "
-                                            f"per-tool details: `{ctx.out_dir}/results-<tool>.{{md,json}}`. "
-                                            "How to read it: bench/README.md.", ""])
+                                            f"{details}. How to read it: bench/README.md.", ""])
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             with open(path, "w") as f:
-                f.write(md)
+                f.write(repo_relative(md))
             print("\n" + md, flush=True)
             log(f"wrote {path}")
         if not a.keep:

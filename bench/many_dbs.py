@@ -13,7 +13,7 @@ For each N (default 100 and 1000) and each tool it measures:
       been sent to storage; its lag is that send time minus t.
 
 Run with a Python that has boto3-free stdlib only, e.g.:
-    PEER_VENV=$PWD/.venv-test python3 bench/many_dbs.py --out bench/results-many-dbs.md
+    PEER_VENV=$PWD/.venv-test python3 bench/many_dbs.py --out bench/results/many-dbs.md
 Paths in the output are repository-relative.
 """
 

@@ -13,7 +13,7 @@ Steps (stdlib only):
     point-in-time `-txid` restore of a mid-history L0 file), timing wall clock and peak RSS
     (os.wait4's ru_maxrss: exact, no sampling), and verify: every output of a case has the same
     sha256 for both tools, and one passes PRAGMA integrity_check with the source's row count;
- 4. print one markdown table and save it to bench/results-restore.md.
+ 4. print one markdown table and save it to bench/results/restore.md.
 """
 import argparse, hashlib, os, re, shutil, signal, socket, sqlite3, statistics, subprocess, sys, time
 import urllib.error, urllib.request
@@ -253,7 +253,7 @@ def main():
             "|---|---|---|---|---|---|"]
     text = "\n".join(head + table) + "\n"
     print(text)
-    with open(os.path.join(ROOT, "bench", "results-restore.md"), "w") as f:
+    with open(os.path.join(ROOT, "bench", "results", "restore.md"), "w") as f:
         f.write(text)
 
 

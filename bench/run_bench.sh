@@ -10,8 +10,8 @@
 #    scripts/test creates; run scripts/test once if it is missing
 # 3. runs bench/anchor_bench.py --profiles litestream,sluice (scenarios restore,replication,idle)
 #    and writes ONE combined table:
-#      bench/results-sluice-vs-litestream.md          (default run)
-#      bench/results-sluice-vs-litestream-quick.md    (when --quick is passed)
+#      bench/results/sluice-vs-litestream.md          (default run)
+#      bench/results/sluice-vs-litestream-quick.md    (when --quick is passed)
 #    Per-tool details (every metric, check, command, config) go to $BENCH_OUT (default
 #    /tmp/sluice-bench-out/<UTC time>/results-{litestream,sluice}.{md,json}).
 set -euo pipefail
@@ -38,9 +38,9 @@ done
 quick=0
 for a in "$@"; do [[ "$a" == --quick ]] && quick=1; done
 if [[ $quick == 1 ]]; then
-    OUT_MD="$ROOT/bench/results-sluice-vs-litestream-quick.md"
+    OUT_MD="$ROOT/bench/results/sluice-vs-litestream-quick.md"
 else
-    OUT_MD="$ROOT/bench/results-sluice-vs-litestream.md"
+    OUT_MD="$ROOT/bench/results/sluice-vs-litestream.md"
 fi
 DETAILS="${BENCH_OUT:-/tmp/sluice-bench-out}/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$DETAILS"
