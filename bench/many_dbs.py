@@ -242,8 +242,8 @@ def tool_env(tool):
 
 
 def writer_main(args):
-    """Child process: commits to each database round robin at `rate` tx/s per database; prints
-    one JSON list of (db name, commit time) at the end."""
+    """Child process: commits to each database round robin at `rate` tx/s per database; writes
+    one JSON list of (db name, commit time) to `--out` at the end (a file: a pipe would fill)."""
     dbs = args.dbs.split(",")
     conns = {}
     for name in dbs:
@@ -262,7 +262,8 @@ def writer_main(args):
         i += 1
         nxt += gap
         time.sleep(max(0.0, nxt - time.time()))
-    print(json.dumps(commits))
+    with open(args.out, "w") as f:
+        json.dump(commits, f)
 
 
 def lags(commits, puts):
@@ -323,13 +324,15 @@ def run_one(tool, n, a, work, moto_port, proxy):
     k = max(1, n // 100)
     names = [f"db{i:05d}.db" for i in range(0, n, max(1, n // k))][:k]
     c0, r0, p0 = ab.proc_cpu_s(proc.pid), proxy.snapshot()[0], len(proxy.puts)
+    commits_file = os.path.join(work, f"commits-{tool}-{n}.json")
     w = subprocess.Popen([sys.executable, os.path.abspath(__file__), "_writer", "--dir", data, "--dbs", ",".join(names),
-                          "--rate", str(a.rate), "--seconds", str(a.write_seconds)], stdout=subprocess.PIPE)
+                          "--rate", str(a.rate), "--seconds", str(a.write_seconds), "--out", commits_file])
     rss_max = 0
     while w.poll() is None:
         rss_max = max(rss_max, ab.proc_status_kb(proc.pid, "VmRSS"))
         time.sleep(0.5)
-    commits = json.loads(w.stdout.read() or b"[]")
+    with open(commits_file) as f:
+        commits = json.load(f)
     # Let the last commits reach storage (a few sync intervals), then stop measuring.
     time.sleep(5)
     c1, r1 = ab.proc_cpu_s(proc.pid), proxy.snapshot()[0]
@@ -388,6 +391,7 @@ def main():
         p.add_argument("--dbs")
         p.add_argument("--rate", type=float)
         p.add_argument("--seconds", type=float)
+        p.add_argument("--out")
         writer_main(p.parse_args())
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
