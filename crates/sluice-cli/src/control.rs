@@ -60,7 +60,15 @@ pub async fn serve(cfg: &SocketConfig, registry: Registry) -> Result<SocketGuard
     let started = Instant::now();
     tokio::spawn(async move {
         loop {
-            let Ok((sock, _)) = listener.accept().await else { continue };
+            let sock = match listener.accept().await {
+                Ok((sock, _)) => sock,
+                Err(e) => {
+                    // Out of descriptors, say: not a reason to spin.
+                    tracing::warn!(error = %e, "control socket: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let registry = registry.clone();
             tokio::spawn(async move {
                 if let Err(e) = handle(sock, &registry, started).await {
@@ -79,15 +87,29 @@ struct Request {
     body: Vec<u8>,
 }
 
+/// Longest request line or header accepted.
+const MAX_LINE: u64 = 16 * 1024;
+/// How long a client may take to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One line, at most [`MAX_LINE`] bytes.
+async fn read_line(sock: &mut BufReader<UnixStream>, out: &mut String) -> Result<usize> {
+    let n = (&mut *sock).take(MAX_LINE).read_line(out).await?;
+    if n as u64 == MAX_LINE && !out.ends_with('\n') {
+        bail!("request line too long");
+    }
+    Ok(n)
+}
+
 async fn read_request(sock: &mut BufReader<UnixStream>) -> Result<Request> {
     let mut line = String::new();
-    sock.read_line(&mut line).await?;
+    read_line(sock, &mut line).await?;
     let mut parts = line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or_default().to_string(), parts.next().unwrap_or("/").to_string());
     let mut length = 0usize;
     loop {
         let mut header = String::new();
-        if sock.read_line(&mut header).await? == 0 || header.trim().is_empty() {
+        if read_line(sock, &mut header).await? == 0 || header.trim().is_empty() {
             break;
         }
         if let Some((name, value)) = header.split_once(':')
@@ -106,7 +128,7 @@ async fn read_request(sock: &mut BufReader<UnixStream>) -> Result<Request> {
 
 async fn handle(sock: UnixStream, registry: &Registry, started: Instant) -> Result<()> {
     let mut sock = BufReader::new(sock);
-    let req = read_request(&mut sock).await?;
+    let req = tokio::time::timeout(READ_TIMEOUT, read_request(&mut sock)).await.context("request timed out")??;
     let (status, body) = match route(&req, registry, started).await {
         Ok(v) => (200, v),
         Err((code, msg)) => (code, json!({ "error": msg })),
@@ -203,7 +225,8 @@ async fn route(req: &Request, registry: &Registry, started: Instant) -> Reply {
                 return Err((404, format!("{} is not replicated by this daemon", p.display())));
             }
             tracing::info!(db = %p.display(), "unregister (control socket)");
-            let deadline = Instant::now() + r.timeout.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT);
+            let wait = r.timeout.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT);
+            let deadline = Instant::now().checked_add(wait).unwrap_or_else(|| Instant::now() + DEFAULT_TIMEOUT);
             // Replies once the last sync is done, so the caller may delete the database next.
             while registry.paths().iter().any(|(q, _)| *q == p) {
                 if Instant::now() >= deadline {
@@ -220,7 +243,9 @@ async fn route(req: &Request, registry: &Registry, started: Instant) -> Reply {
             if !r.wait {
                 return Ok(json!({ "status": "sync requested", "path": p }));
             }
-            let timeout = r.timeout.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT);
+            // Bounded: a huge timeout would overflow the timer.
+            let timeout =
+                r.timeout.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT).min(Duration::from_secs(86_400));
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(Ok(txid))) => Ok(json!({ "status": "synced", "path": p, "txid": txid.to_string() })),
                 Ok(Ok(Err(e))) => Err((500, format!("sync failed: {e}"))),

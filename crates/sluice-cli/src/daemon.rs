@@ -62,7 +62,11 @@ impl DaemonLock {
 /// Serves Prometheus text on `GET /metrics` (plain HTTP/1.1, one response per connection).
 pub async fn serve_metrics(listener: tokio::net::TcpListener, registry: Registry) {
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else { continue };
+        let Ok((mut sock, _)) = listener.accept().await else {
+            // Out of descriptors, say: not a reason to spin.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
         let dbs = registry.metrics();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];

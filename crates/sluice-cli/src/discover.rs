@@ -19,8 +19,11 @@ const DEBOUNCE: Duration = Duration::from_millis(250);
 /// The first 16 bytes of every SQLite database file.
 const MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
-/// The databases in `dir` now, and the directories looked in (for watching).
-pub fn scan(dir: &DirConfig) -> (BTreeSet<PathBuf>, Vec<PathBuf>) {
+/// The databases in `dir` now, and the directories looked in (for watching). `known`
+/// databases are not opened again (closing a descriptor of a file drops every POSIX lock this
+/// process holds on it, SQLite's included); a directory that cannot be listed keeps the
+/// `known` databases under it (a passing error must not stop their replication).
+pub fn scan(dir: &DirConfig, known: &BTreeSet<PathBuf>) -> (BTreeSet<PathBuf>, Vec<PathBuf>) {
     let mut dbs = BTreeSet::new();
     let mut dirs = Vec::new();
     let mut todo = vec![dir.dir.clone()];
@@ -28,8 +31,9 @@ pub fn scan(dir: &DirConfig) -> (BTreeSet<PathBuf>, Vec<PathBuf>) {
         let entries = match std::fs::read_dir(&d) {
             Ok(e) => e,
             Err(e) => {
-                if d == dir.dir {
-                    tracing::warn!(dir = %d.display(), error = %e, "cannot list the directory of a `dir:` entry");
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %d.display(), error = %e, "cannot list a directory of a `dir:` entry");
+                    dbs.extend(known.iter().filter(|p| p.starts_with(&d)).cloned());
                 }
                 continue;
             }
@@ -44,8 +48,11 @@ pub fn scan(dir: &DirConfig) -> (BTreeSet<PathBuf>, Vec<PathBuf>) {
                 if dir.recursive && !name.ends_with("-litestream") {
                     todo.push(entry.path());
                 }
-            } else if kind.is_file() && dir.matches(&name) && is_sqlite(&entry.path()) {
-                dbs.insert(entry.path());
+            } else if kind.is_file() && dir.matches(&name) {
+                let path = entry.path();
+                if known.contains(&path) || is_sqlite(&path) {
+                    dbs.insert(path);
+                }
             }
         }
     }
@@ -76,7 +83,9 @@ pub struct Found {
 
 impl Found {
     fn rescan(&mut self, dir: &DirConfig, registry: &Registry) {
-        let (found, dirs) = scan(dir);
+        let mut known = self.dbs.clone();
+        known.extend(registry.paths().into_iter().map(|(p, _)| p));
+        let (found, dirs) = scan(dir, &known);
         // Every database found, not only new ones: one that was stopping when last seen (it
         // was deleted and created again) is added once its old task has ended.
         self.stopping = false;
@@ -89,6 +98,7 @@ impl Found {
             match registry.add(&db, Source::Dir) {
                 Ok(true) => tracing::info!(db = %path.display(), dir = %dir.dir.display(), "found a database"),
                 Ok(false) => {}
+                Err(_) if registry.is_stopping(path) => self.stopping = true,
                 Err(e) => {
                     tracing::error!(db = %path.display(), "cannot replicate a database found in {}: {e:#}", dir.dir.display())
                 }
@@ -118,12 +128,19 @@ pub async fn watch(
     loop {
         // Watch every directory looked in (new subdirectories included), drop vanished ones.
         watched.retain(|(d, _)| found.dirs.contains(d));
+        let before = watched.len();
         for d in &found.dirs {
             if !watched.iter().any(|(w, _)| w == d)
                 && let Some(sub) = events.directory(d)
             {
                 watched.push((d.clone(), sub));
             }
+        }
+        if watched.len() > before && before > 0 {
+            // A new subdirectory: a database created in it before its watch existed would
+            // raise no event, so look once more now that it is watched.
+            found.rescan(&dir, &registry);
+            continue;
         }
         let wait = async {
             if found.stopping || watched.is_empty() {
@@ -148,7 +165,7 @@ pub async fn watch(
 pub fn configured(cfg: &sluice_config::Config) -> Vec<sluice_config::DbConfig> {
     let mut dbs = cfg.dbs.clone();
     for dir in &cfg.dirs {
-        for path in scan(dir).0 {
+        for path in scan(dir, &BTreeSet::new()).0 {
             if !dbs.iter().any(|d| d.path == path)
                 && let Some(db) = dir.db(&path)
             {

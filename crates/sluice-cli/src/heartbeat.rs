@@ -58,6 +58,7 @@ pub async fn run(url: String, interval: Duration, registry: Registry, mut shutdo
     };
     let mut seen: HashMap<String, u64> = HashMap::new();
     unhealthy(&registry.metrics(), &mut seen);
+    let failed_before = registry.failed();
     let mut last_ping: Option<Instant> = None;
     // A failure since the last ping holds the next one back.
     let mut failed_since_ping = false;
@@ -67,7 +68,12 @@ pub async fn run(url: String, interval: Duration, registry: Registry, mut shutdo
             _ = tick.tick() => {}
             r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { return },
         }
-        let why = unhealthy(&registry.metrics(), &mut seen);
+        let mut why = unhealthy(&registry.metrics(), &mut seen);
+        if registry.failed() > failed_before {
+            // A database whose replication ended is no longer in the registry's metrics, and
+            // must hold the pings back all the same until the daemon is restarted.
+            why.get_or_insert_with(|| "a database stopped replicating".to_string());
+        }
         if let Some(why) = &why {
             if !failed_since_ping {
                 tracing::warn!(reason = %why, "heartbeat held back: a database is not replicating");

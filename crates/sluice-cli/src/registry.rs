@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use sluice_config::{Config, DbConfig};
 use sluice_engine::validate::PageSums;
@@ -58,6 +58,56 @@ pub struct DbInfo {
     pub replica_txid: String,
 }
 
+#[derive(Default)]
+struct Dbs {
+    map: BTreeMap<PathBuf, Entry>,
+    /// Shutting down: nothing new is added.
+    closed: bool,
+    /// Databases whose replication ended on its own (an error), over the daemon's life.
+    failed: u64,
+}
+
+impl std::ops::Deref for Dbs {
+    type Target = BTreeMap<PathBuf, Entry>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl std::ops::DerefMut for Dbs {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
+
+/// Reports a database task's end even if it panicked: its entry goes, `Done` is sent.
+struct EndGuard {
+    registry: Registry,
+    path: PathBuf,
+    removed: Arc<std::sync::atomic::AtomicBool>,
+    result: Option<Result<()>>,
+}
+
+impl EndGuard {
+    fn finish(mut self, result: Result<()>) {
+        self.result = Some(result);
+    }
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        let removed = self.removed.load(std::sync::atomic::Ordering::Relaxed);
+        let result = self.result.take().unwrap_or_else(|| Err(anyhow!("replication task panicked")));
+        let mut dbs = self.registry.lock();
+        dbs.remove(&self.path);
+        if result.is_err() && !removed {
+            dbs.failed += 1;
+        }
+        drop(dbs);
+        let _ = self.registry.done.send(Done { path: self.path.clone(), result, removed });
+    }
+}
+
 struct Entry {
     requests: mpsc::Sender<Request>,
     lock: Arc<OnceLock<DaemonLock>>,
@@ -72,7 +122,7 @@ struct Entry {
 /// The registry. Cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
-    dbs: Arc<Mutex<BTreeMap<PathBuf, Entry>>>,
+    dbs: Arc<Mutex<Dbs>>,
     cfg: Arc<Config>,
     events: FsEvents,
     limits: Arc<Limits>,
@@ -87,14 +137,24 @@ impl Registry {
         (Registry { dbs: Arc::default(), cfg, events, limits, done }, done_rx)
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<PathBuf, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, Dbs> {
         self.dbs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts replicating `db`; `Ok(false)` if it is already registered.
+    /// Starts replicating `db`; `Ok(false)` if it is already registered. An error if it is
+    /// still stopping from a removal (try again once it has), or the daemon is shutting down.
     pub fn add(&self, db: &DbConfig, source: Source) -> Result<bool> {
-        if self.lock().contains_key(&db.path) {
-            return Ok(false);
+        {
+            let dbs = self.lock();
+            if dbs.closed {
+                bail!("the daemon is shutting down");
+            }
+            if let Some(e) = dbs.get(&db.path) {
+                if e.removed.load(std::sync::atomic::Ordering::Relaxed) {
+                    bail!("{} is still stopping (its last sync is running); try again", db.path.display());
+                }
+                return Ok(false);
+            }
         }
         let client = ReplicaClient::open(&db.replica.storage)
             .with_context(|| format!("invalid replica for {}", db.path.display()))?;
@@ -123,17 +183,17 @@ impl Registry {
             validation: crate::validate::Target::new(&self.cfg, db, source, &client, &metrics),
         };
         let mut dbs = self.lock();
-        if dbs.contains_key(&db.path) {
+        if dbs.closed || dbs.contains_key(&db.path) {
             return Ok(false);
         }
         dbs.insert(db.path.clone(), entry);
         drop(dbs);
-        let (path, done, registry) = (db.path.clone(), self.done.clone(), self.clone());
+        let guard = EndGuard { registry: self.clone(), path: db.path.clone(), removed, result: None };
         tokio::spawn(async move {
             let result = replicate_when_present(opts, client, metrics, stop_rx, req_rx, &lock).await;
-            registry.lock().remove(&path);
-            let removed = removed.load(std::sync::atomic::Ordering::Relaxed);
-            let _ = done.send(Done { path, result, removed });
+            // The daemon lock goes before the entry, so a re-registration finds it free.
+            drop(lock);
+            guard.finish(result);
         });
         Ok(true)
     }
@@ -152,11 +212,18 @@ impl Registry {
         self.lock().get(path).is_some_and(|e| e.removed.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    /// Tells every database to stop (each syncs one last time).
+    /// Tells every database to stop (each syncs one last time); none is added afterwards.
     pub fn stop_all(&self) {
-        for entry in self.lock().values() {
+        let mut dbs = self.lock();
+        dbs.closed = true;
+        for entry in dbs.values() {
             let _ = entry.stop.send(true);
         }
+    }
+
+    /// Databases whose replication ended with an error (not removed on purpose) so far.
+    pub fn failed(&self) -> u64 {
+        self.lock().failed
     }
 
     /// Number of running database tasks.

@@ -144,9 +144,23 @@ pub async fn reset(args: ResetArgs) -> Result<ExitCode> {
         Err(e) => return Err(e),
     };
     let meta = db.meta_dir();
-    if let Some(pid) = daemon_pid(&meta) {
-        bail!("a sluice daemon (pid {pid}) is replicating {}: stop it before resetting", db.path.display());
-    }
+    // Held exclusively while removing, so a daemon starting meanwhile waits for its turn
+    // (it refuses to start instead of replicating from half-removed state).
+    let lock_path = meta.join(LOCK_FILE);
+    let _held = match File::options().read(true).write(true).open(&lock_path) {
+        Ok(f) => match f.try_lock() {
+            Ok(()) => Some(f),
+            Err(_) => {
+                let pid = std::fs::read_to_string(&lock_path).unwrap_or_default();
+                bail!(
+                    "a sluice daemon (pid {}) is replicating {}: stop it before resetting",
+                    pid.trim(),
+                    db.path.display()
+                );
+            }
+        },
+        Err(_) => None,
+    };
     // Local state only; the lock and writer-id files stay (they say who replicates, not what).
     let targets: Vec<PathBuf> =
         [meta.join("ltx"), meta.join("read-ahead.journal")].into_iter().filter(|p| p.exists()).collect();

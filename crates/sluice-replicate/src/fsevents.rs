@@ -25,6 +25,8 @@ use std::os::unix::ffi::OsStrExt;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use tokio::sync::watch;
 
+/// How often a directory that went away is looked for again.
+const DIR_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// The sidecar files SQLite keeps next to a database.
 const SIDECARS: [&str; 3] = ["-wal", "-shm", "-journal"];
 
@@ -47,8 +49,9 @@ struct Inner {
 
 #[derive(Default)]
 struct State {
-    /// Watched directories: descriptor and number of users.
-    dirs: HashMap<PathBuf, (WatchDescriptor, usize)>,
+    /// Watched directories: descriptor (`None` once the directory went away; re-added when it
+    /// is back) and number of users.
+    dirs: HashMap<PathBuf, (Option<WatchDescriptor>, usize)>,
     dir_of: HashMap<c_int, PathBuf>,
     /// Per database path: its counter (bumped on every event about it) and its users.
     dbs: HashMap<PathBuf, (watch::Sender<u64>, usize)>,
@@ -113,14 +116,12 @@ impl FsEvents {
         };
         let dir = db.parent().unwrap_or(Path::new("/")).to_path_buf();
         let mut state = lock(&inner.state);
-        let watched = inner.watch_dir(&mut state, &dir);
+        if !inner.watch_dir(&mut state, &dir) {
+            return DbEvents { inner: None, db: db.to_path_buf(), rx: watch::channel(0).1 };
+        }
         let entry = state.dbs.entry(db.to_path_buf()).or_insert_with(|| (watch::channel(0).0, 0));
         entry.1 += 1;
         let rx = entry.0.subscribe();
-        drop(state);
-        if !watched {
-            return DbEvents { inner: None, db: db.to_path_buf(), rx };
-        }
         DbEvents { inner: Some(inner.clone()), db: db.to_path_buf(), rx }
     }
 
@@ -146,6 +147,35 @@ impl Inner {
             *users += 1;
             return true;
         }
+        match self.add_dir_watch(state, dir) {
+            Some(wd) => {
+                state.dirs.insert(dir.to_path_buf(), (Some(wd), 1));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Re-adds the watch of a directory that went away and is back; false while it cannot be
+    /// watched (the caller then polls).
+    fn ensure_dir(&self, dir: &Path) -> bool {
+        let mut state = lock(&self.state);
+        match state.dirs.get(dir) {
+            Some((Some(_), _)) => true,
+            Some((None, _)) => match self.add_dir_watch(&mut state, dir) {
+                Some(wd) => {
+                    if let Some(entry) = state.dirs.get_mut(dir) {
+                        entry.0 = Some(wd);
+                    }
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        }
+    }
+
+    fn add_dir_watch(&self, state: &mut State, dir: &Path) -> Option<WatchDescriptor> {
         let mask = WatchMask::CREATE
             | WatchMask::DELETE
             | WatchMask::MOVED_FROM
@@ -155,14 +185,12 @@ impl Inner {
             | WatchMask::ONLYDIR;
         match lock(&self.watches).add(dir, mask) {
             Ok(wd) => {
-                let id = wd.get_watch_descriptor_id();
-                state.dirs.insert(dir.to_path_buf(), (wd, 1));
-                state.dir_of.insert(id, dir.to_path_buf());
-                true
+                state.dir_of.insert(wd.get_watch_descriptor_id(), dir.to_path_buf());
+                Some(wd)
             }
             Err(e) => {
                 tracing::debug!(dir = %dir.display(), error = %e, "cannot watch directory; polling it");
-                false
+                None
             }
         }
     }
@@ -173,14 +201,14 @@ impl Inner {
         if *users > 0 {
             return;
         }
-        let Some((wd, _)) = state.dirs.remove(dir) else { return };
+        let Some((Some(wd), _)) = state.dirs.remove(dir) else { return };
         state.dir_of.remove(&wd.get_watch_descriptor_id());
         // Fails harmlessly if the directory (and so its watch) is gone already.
         let _ = lock(&self.watches).remove(wd);
     }
 
     fn dispatch(&self, wd: c_int, mask: EventMask, name: Option<&OsStr>) {
-        let state = lock(&self.state);
+        let mut state = lock(&self.state);
         if mask.contains(EventMask::Q_OVERFLOW) {
             drop(state);
             self.wake_all();
@@ -191,12 +219,20 @@ impl Inner {
                 bump(tx);
             }
             if mask.contains(EventMask::IGNORED) {
-                drop(state);
-                lock(&self.state).oneshots.remove(&wd);
+                state.oneshots.remove(&wd);
             }
             return;
         }
-        let Some(dir) = state.dir_of.get(&wd) else { return };
+        let Some(dir) = state.dir_of.get(&wd).cloned() else { return };
+        if mask.contains(EventMask::IGNORED) {
+            // The directory went away (or was moved): its watch is gone; users re-add it when
+            // the directory is back, and poll meanwhile.
+            state.dir_of.remove(&wd);
+            if let Some(entry) = state.dirs.get_mut(&dir) {
+                entry.0 = None;
+            }
+        }
+        let dir = &dir;
         if let Some((tx, _)) = state.dir_subs.get(dir) {
             bump(tx);
         }
@@ -251,24 +287,37 @@ impl DbEvents {
     /// either wakes [`changed`](Self::changed) once. False if nothing could be armed.
     pub fn arm(&self) -> bool {
         let Some(inner) = &self.inner else { return false };
-        let mut armed = false;
         let mut wal = self.db.as_os_str().to_owned();
         wal.push("-wal");
-        for path in [PathBuf::from(wal), self.db.clone()] {
-            let mask = WatchMask::MODIFY | WatchMask::ONESHOT;
-            let added = lock(&inner.watches).add(&path, mask);
-            if let Ok(wd) = added {
-                lock(&inner.state).oneshots.insert(wd.get_watch_descriptor_id(), self.db.clone());
-                armed = true;
+        // The state lock is held across each add, so an event for the new watch cannot be
+        // dispatched before the watch is known (lock order: state, then watches).
+        let mut state = lock(&inner.state);
+        for (path, required) in [(PathBuf::from(wal), true), (self.db.clone(), false)] {
+            let added = lock(&inner.watches).add(&path, WatchMask::MODIFY | WatchMask::ONESHOT);
+            match added {
+                Ok(wd) => {
+                    state.oneshots.insert(wd.get_watch_descriptor_id(), self.db.clone());
+                }
+                // No WAL yet: its creation is an entry event of the directory's watch.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Out of watches, say: without the WAL's watch a commit could go unnoticed.
+                Err(_) if required => return false,
+                Err(_) => {}
             }
         }
-        armed
+        true
     }
 
     /// Waits for the next event about the database (a write after [`arm`](Self::arm), or an
     /// entry of it created, deleted or renamed). Pending until then; forever when disabled.
     pub async fn changed(&mut self) {
-        if self.inner.is_none() || self.rx.changed().await.is_err() {
+        let Some(inner) = &self.inner else { return std::future::pending::<()>().await };
+        let dir = self.db.parent().unwrap_or(Path::new("/"));
+        if !inner.ensure_dir(dir) {
+            // The directory is gone: look again in a while.
+            return tokio::time::sleep(DIR_RETRY).await;
+        }
+        if self.rx.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
     }
@@ -301,6 +350,9 @@ pub struct DirEvents {
 impl DirEvents {
     /// Waits until an entry of the directory appears, disappears or is renamed.
     pub async fn changed(&mut self) {
+        if !self.inner.ensure_dir(&self.dir) {
+            return tokio::time::sleep(DIR_RETRY).await;
+        }
         if self.rx.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
@@ -353,6 +405,17 @@ mod tests {
         std::fs::write(dir.path().join("new.db"), b"x").unwrap();
         assert!(within(listing.changed()).await, "a new entry wakes directory subscribers");
         assert_eq!(database_name(OsStr::new("a.db-journal")), OsString::from("a.db"));
+        // A directory deleted and created again is watched again.
+        let sub_dir = dir.path().join("tenants");
+        std::fs::create_dir(&sub_dir).unwrap();
+        let mut inner_db = events.database(&sub_dir.join("t.db"));
+        std::fs::remove_dir(&sub_dir).unwrap();
+        assert!(within(inner_db.changed()).await, "the directory's removal wakes its databases");
+        std::fs::create_dir(&sub_dir).unwrap();
+        // The first wait re-adds the watch (or sleeps while the directory is missing).
+        let _ = tokio::time::timeout(Duration::from_secs(3), inner_db.changed()).await;
+        std::fs::write(sub_dir.join("t.db"), b"x").unwrap();
+        assert!(within(inner_db.changed()).await, "a database in the re-created directory wakes");
         assert_eq!(database_name(OsStr::new("a.db")), OsString::from("a.db"));
     }
 }

@@ -26,6 +26,10 @@ pub(crate) async fn settle(path: &Path, shutdown: &mut watch::Receiver<bool>) ->
     let mut last = shape(path);
     let mut since = tokio::time::Instant::now();
     while since.elapsed() < SETTLE {
+        // Shutdown may have been seen (and marked seen) before this wait began.
+        if *shutdown.borrow() {
+            return false;
+        }
         tokio::select! {
             _ = tokio::time::sleep(LOOK) => {}
             changed = shutdown.changed() => {

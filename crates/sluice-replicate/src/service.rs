@@ -136,6 +136,9 @@ pub(crate) async fn replicate_db(
     let mut events = opts.events.database(&opts.db_path);
     // Quiet: waiting for a file event instead of polling.
     let mut parked = false;
+    // The WAL file's (length, mtime) when the last capture began: a database only parks while
+    // the WAL is still so.
+    let mut wal_seen = None;
     let mut poll_delay = poll::MIN_POLL;
     let mut last_checkpoint = Instant::now();
     let mut checkpoint_hold = Instant::now();
@@ -156,14 +159,22 @@ pub(crate) async fn replicate_db(
     let mut budget_warned = false;
     let result: Result<()> = loop {
         let mut checkpoint_now = false;
-        // A parked database still checkpoints on time after its last writes.
-        let park_limit =
-            (dirty && !opts.checkpoint_interval.is_zero()).then(|| last_checkpoint + opts.checkpoint_interval);
+        // When a time-based checkpoint falls due (writes since the last one): a parked database
+        // wakes for it, and a polling one goes on to the checkpoint below.
+        let checkpoint_at = (dirty && !opts.checkpoint_interval.is_zero())
+            .then(|| (last_checkpoint + opts.checkpoint_interval).max(checkpoint_hold));
         tokio::select! {
             // The monitor tick is the safety net of polling; file events replace it.
             _ = monitor.tick(), if !events.enabled() => {}
-            _ = pause(&mut events, parked, poll_delay, park_limit) => {
-                parked = false;
+            _ = pause(&mut events, parked, poll_delay, checkpoint_at) => {
+                if parked {
+                    // Whatever woke us (a write, a checkpoint, an entry of the database changing),
+                    // capture once: that also re-reads the files' state after someone else's
+                    // checkpoint, and a commit whose index update was still being published.
+                    parked = false;
+                    pending = true;
+                    poll_delay = poll::MIN_POLL;
+                }
                 // Capture once per sync interval when the WAL changed (lag stays within about
                 // one interval, at one capture per upload), and checkpoint as soon as the WAL
                 // holds more frames than the threshold, which keeps it bounded under any load.
@@ -182,18 +193,22 @@ pub(crate) async fn replicate_db(
                     && Instant::now() >= checkpoint_hold;
                 observed = seen.frames;
                 let capture_due = last_capture + opts.sync_interval;
-                if !(checkpoint_now || pending && Instant::now() >= capture_due) {
+                let time_checkpoint = checkpoint_at.is_some_and(|at| Instant::now() >= at);
+                if !(checkpoint_now || time_checkpoint || pending && Instant::now() >= capture_due) {
                     if pending {
                         // Wake up when the capture is due, not up to a poll later.
                         let until_due = capture_due.saturating_duration_since(Instant::now());
                         poll_delay = poll_delay.min(until_due.max(Duration::from_millis(1)));
-                    } else if poll_delay >= poll::MAX_POLL && events.arm() {
-                        // Quiet at the slowest pace: park until the next write. One more look
-                        // catches a write that landed between the poll and the arming.
+                    } else if poll_delay >= poll::MAX_POLL && wal_stat(&opts.db_path) == wal_seen && events.arm() {
+                        // Quiet at the slowest pace, and the WAL file is as the last capture
+                        // left it (a commit still publishing its index would show there): park
+                        // until the next write. One more look catches a write that landed
+                        // between the poll and the arming.
                         let seen = watch.observe();
-                        pending |= seen.changed;
-                        parked = !seen.changed;
-                        if seen.changed {
+                        let moved = seen.changed || wal_stat(&opts.db_path) != wal_seen;
+                        pending |= moved;
+                        parked = !moved;
+                        if moved {
                             poll_delay = poll::MIN_POLL;
                         }
                     }
@@ -274,8 +289,13 @@ pub(crate) async fn replicate_db(
             continue;
         }
         if !checkpoint_now {
+            // Taken before the capture: a write racing it shows as a change, never as none.
+            let stat_before = wal_stat(&opts.db_path);
             let captured = capture(&shipper, &writer).await;
             last_capture = Instant::now();
+            if captured.is_ok() {
+                wal_seen = stat_before;
+            }
             match captured {
                 Ok(captured) => {
                     dirty |= captured;
@@ -321,6 +341,11 @@ pub(crate) async fn replicate_db(
             _ => 0,
         };
         metrics.wal_bytes.store(frames * frame, Ordering::Relaxed);
+        if frames == 0 {
+            // The WAL holds nothing of ours (the application checkpointed and restarted it):
+            // no time-based checkpoint is owed.
+            dirty = false;
+        }
         let due = dirty
             && !opts.checkpoint_interval.is_zero()
             && last_checkpoint.elapsed() >= opts.checkpoint_interval
@@ -350,8 +375,13 @@ pub(crate) async fn replicate_db(
                     metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
                     note_synced(&writer, synced.as_ref());
                 }
-                Ok((Checkpoint::Busy, _)) => tracing::debug!("checkpoint skipped: database busy"),
+                Ok((Checkpoint::Busy, _)) => {
+                    // Retried after a pause, not at every poll.
+                    checkpoint_hold = Instant::now() + opts.monitor_interval;
+                    tracing::debug!("checkpoint skipped: database busy");
+                }
                 Err(e) => {
+                    checkpoint_hold = Instant::now() + opts.monitor_interval;
                     metrics.errors_checkpoint.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, "checkpoint failed");
                 }
@@ -367,6 +397,13 @@ pub(crate) async fn replicate_db(
         (Err(e), _) | (Ok(()), Some(e)) => Err(e),
         (Ok(()), None) => Ok(()),
     }
+}
+
+/// The WAL file's length and mtime (`None` without one).
+fn wal_stat(db: &std::path::Path) -> Option<(u64, Option<std::time::SystemTime>)> {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(std::path::PathBuf::from(wal)).ok().map(|m| (m.len(), m.modified().ok()))
 }
 
 /// The wait between polls: `delay`, or while parked until a file event (or `limit`).
