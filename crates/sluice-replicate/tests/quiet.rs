@@ -16,9 +16,13 @@ async fn commits_after_a_quiet_spell_are_replicated_and_the_time_based_checkpoin
     create_db(&db);
     let store = memory_store();
     let client = clean_client(&store);
-    // A checkpoint only by time (1 s after writes), never by size.
-    let opts =
-        sluice_replicate::ReplicateOptions { checkpoint_pages: u64::MAX, hard_limit_pages: u64::MAX, ..options(&db) };
+    // A checkpoint only by time (3 s after the last one, once something was written).
+    let opts = sluice_replicate::ReplicateOptions {
+        checkpoint_pages: u64::MAX,
+        hard_limit_pages: u64::MAX,
+        checkpoint_interval: Duration::from_secs(3),
+        ..options(&db)
+    };
     let running = Running::start_with(opts, client.clone());
     let app = open_writer(&db);
     app.execute_batch("PRAGMA wal_autocheckpoint=0").unwrap();
@@ -32,10 +36,14 @@ async fn commits_after_a_quiet_spell_are_replicated_and_the_time_based_checkpoin
             wait_for(Duration::from_secs(30), || running.metrics.replica_txid.load(Ordering::Relaxed) > before).await;
         assert!(uploaded, "round {round}: a commit after a quiet spell was never uploaded");
     }
-    // No writes now: the time-based checkpoint must still come.
-    let checkpoints = running.metrics.checkpoints.load(Ordering::Relaxed);
-    let done =
-        wait_for(Duration::from_secs(30), || running.metrics.checkpoints.load(Ordering::Relaxed) > checkpoints).await;
+    // Right after a checkpoint, one more commit: captured before the next checkpoint is due,
+    // so only the time-based checkpoint of a quiet database can checkpoint it.
+    let count = |r: &Running| r.metrics.checkpoints.load(Ordering::Relaxed);
+    let first = count(&running);
+    assert!(wait_for(Duration::from_secs(30), || count(&running) > first).await, "no checkpoint after the writes");
+    let after = count(&running);
+    insert_rows(&app, "last", next, 1);
+    let done = wait_for(Duration::from_secs(30), || count(&running) > after).await;
     assert!(done, "no time-based checkpoint while the database was quiet");
     running.stop().await.expect("stop");
     let restored = restore_latest(&client, dir.path(), "restored.db").await;
