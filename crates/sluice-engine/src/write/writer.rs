@@ -383,9 +383,26 @@ impl ReplicaWriter {
                 }
                 continue;
             }
+            // Only levels with new input wake this task: an idle database has no timer of its
+            // own (bar the daily snapshot) until its next upload.
+            let idle = (1..=opts.levels.len()).all(|l| {
+                let index = lock(index);
+                index.level_max(l as u8 - 1) <= index.level_max(l as u8)
+            });
             let next = due.iter().copied().chain([snap_due]).min().unwrap_or(snap_due);
             tokio::select! {
-                _ = tokio::time::sleep_until(next) => {}
+                _ = tokio::time::sleep_until(next), if !idle => {}
+                _ = tokio::time::sleep_until(snap_due), if idle => {}
+                _ = self.uploaded.notified(), if idle => {
+                    // New input: go on at the levels' next boundaries.
+                    let now = Instant::now();
+                    for (i, at) in due.iter_mut().enumerate() {
+                        if *at <= now {
+                            *at = next_boundary(opts.levels[i]);
+                        }
+                    }
+                    continue;
+                }
                 _ = stop.changed() => return Ok(()),
             }
             let now = Instant::now();
