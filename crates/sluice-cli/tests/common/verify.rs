@@ -34,6 +34,22 @@ fn inspect(path: &Path, kind: HashKind) -> Restored {
     let integrity = hash::integrity_check(path);
     assert_eq!(integrity, "ok", "{}: PRAGMA integrity_check", path.display());
     let c = hash::open_read_only(path).unwrap_or_else(|e| panic!("{e:#}"));
+    let objects: i64 = c.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0)).expect("read schema");
+    if objects == 0 {
+        // The database as the application created it, before its first table: setting WAL
+        // mode commits the header alone, and a daemon watching the directory may capture it.
+        let (page_size, av): (u32, i64) = c
+            .query_row("SELECT * FROM pragma_page_size, pragma_auto_vacuum", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("read header fields");
+        return Restored {
+            seq: 0,
+            user_version: 0,
+            page_size,
+            auto_vacuum: AutoVacuum::from_pragma(av),
+            hash: String::new(),
+            file_sha256: hash::file_sha256(path),
+        };
+    }
     let (seq, user_version, page_size, av): (i64, i64, u32, i64) = c
         .query_row(
             "SELECT (SELECT n FROM seq), * FROM pragma_user_version, pragma_page_size, pragma_auto_vacuum",
@@ -63,6 +79,16 @@ fn check_restore(label: &str, url: &str, out: &Path, tools: &[&str], txid: Optio
         let what = format!("[{label}] {tool} restore at {at} (seq {})", r.seq);
         assert_eq!(r.page_size, exp.page_size, "{what}: page size");
         assert_eq!(r.user_version, r.seq, "{what}: user_version (page 1) disagrees with the seq table");
+        if r.seq == 0 {
+            // The empty database before the application's first transaction: a real prefix
+            // of history, never the latest state.
+            assert!(txid.is_some(), "{what}: the latest restore is the empty database");
+            match &first {
+                None => first = Some((tool, r)),
+                Some((t0, r0)) => assert_eq!(&r, r0, "{what}: differs from the {t0} restore of the same TXID"),
+            }
+            continue;
+        }
         let state =
             exp.history.get(&r.seq).unwrap_or_else(|| panic!("{what}: the application never committed this seq"));
         assert_eq!(r.hash, state.hash, "{what}: content differs from the application's state at that seq");
