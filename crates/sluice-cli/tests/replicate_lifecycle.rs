@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{
-    DAEMON_DEADLINE, Daemon, Listed, force_sync, free_port, ok, open_app, restore, run, sluice, sluice_ltx, text,
+    DAEMON_DEADLINE, Daemon, Listed, Setup, force_sync, free_port, ok, open_app, restore, run, sluice, sluice_ltx, text,
 };
 use rusqlite::{Connection, params};
 use sluice_testkit::hash;
@@ -27,38 +27,10 @@ use sluice_testkit::process::wait_until;
 /// Safety net for one CLI run (not a timing assertion); used by `common::run`.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A temp dir with a config for `app.db` (which does not exist yet).
-struct Setup {
-    dir: tempfile::TempDir,
-    db: PathBuf,
-    config: PathBuf,
-    url: String,
-}
-
 impl Setup {
-    fn new() -> Setup {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("app.db");
-        let url = format!("file://{}", dir.path().join("replica").display());
-        let config = dir.path().join("sluice.yml");
-        let y = format!(
-            "l0-retention: 1h\nsnapshot: {{interval: 1h, retention: 24h}}\ndbs:\n  - path: {}\n    monitor-interval: 100ms\n    replica: {{url: \"{url}\", sync-interval: 200ms}}\n",
-            db.display()
-        );
-        std::fs::write(&config, &y).expect("write config");
-        eprintln!("config:\n{y}");
-        Setup { dir, db, config, url }
-    }
-
     fn start(&self) -> Daemon {
         let n = std::fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
         Daemon::start(&self.config, &[], &self.dir.path().join(format!("daemon-{n}.log")))
-    }
-
-    fn side(&self, suffix: &str) -> PathBuf {
-        let mut p = self.db.as_os_str().to_owned();
-        p.push(suffix);
-        PathBuf::from(p)
     }
 
     /// Restores with both tools; asserts integrity and equality with `want`.
@@ -109,7 +81,7 @@ fn sync_when_replicating(d: &mut Daemon, s: &Setup) -> u64 {
 
 #[test]
 fn a_daemon_started_first_leaves_the_format_to_the_application() {
-    let s = Setup::new();
+    let s = Setup::new("");
     let mut d = s.start();
     wait_for_log(&mut d, "waiting for the database: it does not exist yet", 1);
     let meta = s.dir.path().join(".app.db-litestream");
@@ -150,7 +122,7 @@ fn a_daemon_started_first_leaves_the_format_to_the_application() {
 
 #[test]
 fn a_deleted_database_is_waited_for_and_its_successor_starts_a_new_snapshot() {
-    let s = Setup::new();
+    let s = Setup::new("");
     let app = open_app(&s.db, Duration::from_secs(5));
     app.execute_batch("CREATE TABLE old(id INTEGER PRIMARY KEY, v TEXT)").expect("schema");
     for i in 0..100 {
@@ -216,7 +188,7 @@ fn a_deleted_database_is_waited_for_and_its_successor_starts_a_new_snapshot() {
 
 #[test]
 fn a_successor_with_another_page_size_is_refused() {
-    let s = Setup::new();
+    let s = Setup::new("");
     let app = open_app(&s.db, Duration::from_secs(5));
     app.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").expect("create");
     let mut d = s.start();

@@ -16,11 +16,11 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{DAEMON_DEADLINE, Daemon, checkpoint, force_sync, ok, open_app, restore, run, sluice, sluice_ltx};
+use common::{DAEMON_DEADLINE, Daemon, Setup, checkpoint, force_sync, ok, open_app, restore, run, sluice, sluice_ltx};
 use rusqlite::Connection;
 use sluice_testkit::hash;
 use sluice_testkit::process::wait_until;
@@ -34,39 +34,6 @@ enum Replace {
     CpRemoveWal,
     RestoreAndMove,
     SqliteRestore,
-}
-
-struct Setup {
-    dir: tempfile::TempDir,
-    db: PathBuf,
-    config: PathBuf,
-    url: String,
-}
-
-impl Setup {
-    fn new() -> Setup {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = dir.path().join("app.db");
-        let url = format!("file://{}", dir.path().join("replica").display());
-        let config = dir.path().join("sluice.yml");
-        let y = format!(
-            "l0-retention: 1h\nsnapshot: {{interval: 1h, retention: 24h}}\ndbs:\n  - path: {}\n    \
-             monitor-interval: 100ms\n    replica: {{url: \"{url}\", sync-interval: 200ms, auto-recover: true}}\n",
-            db.display()
-        );
-        std::fs::write(&config, &y).expect("write config");
-        Setup { dir, db, config, url }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn side(&self, suffix: &str) -> PathBuf {
-        let mut p = self.db.as_os_str().to_owned();
-        p.push(suffix);
-        PathBuf::from(p)
-    }
 }
 
 fn write_rows(c: &Connection, tag: &str, n: usize) {
@@ -128,7 +95,7 @@ fn replace(s: &Setup, how: Replace, app: Connection, backup: &Path, backup_txid:
 
 fn scenario(how: Replace) {
     eprintln!("scenario {how:?}");
-    let s = Setup::new();
+    let s = Setup::new(", auto-recover: true");
     let app = open_app(&s.db, Duration::from_secs(5));
     app.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, tag TEXT, v BLOB)").expect("schema");
     write_rows(&app, "first", 40);

@@ -299,3 +299,44 @@ pub fn restore(tool: &str, url: &str, out: &Path, txid: Option<u64>) {
     ok(&o, &format!("{tool} restore {} of {url}", hex.as_deref().unwrap_or("latest")));
     assert!(out.is_file(), "{tool} restore wrote no {}", out.display());
 }
+
+/// A temp dir with a config replicating `app.db` (which need not exist yet) to `replica/`,
+/// with short intervals; `replica_extra` adds keys to the replica block (e.g.
+/// `, auto-recover: true`). Test files add their own methods in `impl common::Setup` blocks.
+#[allow(dead_code)]
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub config: PathBuf,
+    pub url: String,
+}
+
+#[allow(dead_code)]
+impl Setup {
+    pub fn new(replica_extra: &str) -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("app.db");
+        let url = format!("file://{}", dir.path().join("replica").display());
+        let config = dir.path().join("sluice.yml");
+        let y = format!(
+            "l0-retention: 1h\nsnapshot: {{interval: 1h, retention: 24h}}\ndbs:\n  - path: {}\n    \
+             monitor-interval: 100ms\n    replica: {{url: \"{url}\", sync-interval: 200ms{replica_extra}}}\n",
+            db.display()
+        );
+        std::fs::write(&config, &y).expect("write config");
+        eprintln!("config:\n{y}");
+        Setup { dir, db, config, url }
+    }
+
+    /// `name` in the temp dir.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The database's path with `suffix` (`-wal`, `-shm`).
+    pub fn side(&self, suffix: &str) -> PathBuf {
+        let mut p = self.db.as_os_str().to_owned();
+        p.push(suffix);
+        PathBuf::from(p)
+    }
+}
