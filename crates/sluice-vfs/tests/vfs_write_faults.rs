@@ -60,9 +60,11 @@ fn flaky_storage_and_an_outage_lose_nothing_and_leave_no_txid_gap() {
         *n += 1;
     };
 
-    // 20% of requests cut while committing.
+    // 20% of requests cut while committing. A fast machine does 300 commits in a few syncs,
+    // which 20% may all spare, so the phase goes on until several requests were really cut.
     proxy.set_fail_ratio(0.2, sluice_testkit::seed::random_u64());
-    for _ in 0..300 {
+    let give_up = std::time::Instant::now() + Duration::from_secs(120);
+    while n < 300 || (proxy.cut_requests() < 5 && std::time::Instant::now() < give_up) {
         insert(&c, &mut n);
         if n % 10 == 0 {
             std::thread::sleep(Duration::from_millis(20)); // let syncs happen between commits
@@ -71,7 +73,7 @@ fn flaky_storage_and_an_outage_lose_nothing_and_leave_no_txid_gap() {
     proxy.set_fail_ratio(0.0, 0);
     let durable: i64 = c.query_row("SELECT sluice_wait_durable(120000)", [], |r| r.get(0)).unwrap();
     assert_eq!(durable, 1, "caught up after the flaky phase");
-    assert!(proxy.cut_requests() > 0, "the proxy cut nothing: the test proved nothing");
+    assert!(proxy.cut_requests() >= 5, "the proxy cut {} requests: the test proved little", proxy.cut_requests());
 
     // Storage down: commits continue into the buffer, the backlog shows.
     let outage: u64 = std::env::var("SLUICE_TEST_OUTAGE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
