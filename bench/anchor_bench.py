@@ -620,6 +620,129 @@ def s3_tag(name):
     return "bt-" + re.sub(r"[^a-z0-9]", "", name.lower()) + "-"
 
 
+class RelayHooks:
+    """What a caller of `relay_http` hears about the traffic; every hook is optional."""
+
+    def sent_up(self, n):
+        pass
+
+    def sent_down(self, n):
+        pass
+
+    def request(self, method, target, hdrs):
+        """A request head, before it is forwarded (a hook may delay it)."""
+
+    def body(self, data):
+        """Bytes of the current request's body (without chunk framing)."""
+
+    def done(self):
+        """The current request's body has been forwarded whole."""
+
+
+def relay_http(cl, up, hooks):
+    """Forwards one client connection to `up`, parsing the requests (heads, bodies with
+    content-length or chunked) so that `hooks` can count and inspect them. Closes both."""
+    for s in (cl, up):
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def pump_down():
+        try:
+            while True:
+                d = up.recv(262144)
+                if not d:
+                    break
+                hooks.sent_down(len(d))
+                cl.sendall(d)
+        except OSError:
+            pass
+        finally:
+            try:
+                cl.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    t = threading.Thread(target=pump_down, daemon=True)
+    t.start()
+    buf = b""
+    state, remaining = "HDR", 0
+    try:
+        while True:
+            d = cl.recv(262144)
+            if not d:
+                break
+            buf += d
+            hooks.sent_up(len(d))
+            while True:
+                if state == "HDR":
+                    i = buf.find(b"\r\n\r\n")
+                    if i < 0:
+                        break
+                    head, buf = buf[:i + 4], buf[i + 4:]
+                    lines = head.decode("latin-1").split("\r\n")
+                    method, target = (lines[0].split(" ") + ["", ""])[:2]
+                    hdrs = {}
+                    for ln in lines[1:]:
+                        if ":" in ln:
+                            k, v = ln.split(":", 1)
+                            hdrs[k.strip().lower()] = v.strip()
+                    hooks.request(method, target, hdrs)
+                    up.sendall(head)
+                    if "chunked" in hdrs.get("transfer-encoding", "").lower():
+                        state = "CSIZE"
+                    else:
+                        remaining = int(hdrs.get("content-length", "0") or 0)
+                        state = "BODY" if remaining > 0 else "HDR"
+                        if state == "HDR":
+                            hooks.done()
+                elif state in ("BODY", "CDATA"):
+                    if not buf:
+                        break
+                    n = min(len(buf), remaining)
+                    # A chunk's `remaining` counts its closing CRLF, which is not body.
+                    hooks.body(buf[:max(0, min(n, remaining - 2))] if state == "CDATA" else buf[:n])
+                    up.sendall(buf[:n])
+                    buf, remaining = buf[n:], remaining - n
+                    if remaining == 0:
+                        if state == "BODY":
+                            state = "HDR"
+                            hooks.done()
+                        else:
+                            state = "CSIZE"
+                elif state == "CSIZE":
+                    j = buf.find(b"\r\n")
+                    if j < 0:
+                        break
+                    line, buf = buf[:j + 2], buf[j + 2:]
+                    up.sendall(line)
+                    size = int(line.split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        state = "TRAILER"
+                    else:
+                        remaining, state = size + 2, "CDATA"
+                elif state == "TRAILER":
+                    j = buf.find(b"\r\n")
+                    if j < 0:
+                        break
+                    line, buf = buf[:j + 2], buf[j + 2:]
+                    up.sendall(line)
+                    if line == b"\r\n":
+                        state = "HDR"
+                        hooks.done()
+    except OSError:
+        pass
+    finally:
+        try:
+            up.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        t.join(timeout=30)
+        for s in (cl, up):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
 def proxy_main(args):
     stats = ProxyStats()
     latency = [args.latency_ms / 1000.0]
@@ -635,22 +758,26 @@ def proxy_main(args):
             return "GET"
         return method
 
-    def pump_down(up, cl):
-        try:
-            while True:
-                d = up.recv(262144)
-                if not d:
-                    break
-                with stats.lock:
-                    stats.bytes_down += len(d)
-                cl.sendall(d)
-        except OSError:
-            pass
-        finally:
-            try:
-                cl.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
+    class Hooks(RelayHooks):
+        def sent_up(self, n):
+            with stats.lock:
+                stats.bytes_up += n
+
+        def sent_down(self, n):
+            with stats.lock:
+                stats.bytes_down += n
+
+        def request(self, method, target, hdrs):
+            kind = classify(method, target, hdrs)
+            tm = TAG_RE.search(urllib.parse.unquote(target))
+            tag = tm.group(1) if tm else "-"
+            with stats.lock:
+                stats.requests += 1
+                stats.kinds[kind] = stats.kinds.get(kind, 0) + 1
+                tk = stats.tags.setdefault(tag, {})
+                tk[kind] = tk.get(kind, 0) + 1
+            if latency[0] > 0:
+                time.sleep(latency[0])
 
     def handle(cl):
         try:
@@ -658,93 +785,9 @@ def proxy_main(args):
         except OSError:
             cl.close()
             return
-        for s in (cl, up):
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with stats.lock:
             stats.conns += 1
-        t = threading.Thread(target=pump_down, args=(up, cl), daemon=True)
-        t.start()
-        buf = b""
-        state, remaining = "HDR", 0
-        try:
-            while True:
-                d = cl.recv(262144)
-                if not d:
-                    break
-                buf += d
-                with stats.lock:
-                    stats.bytes_up += len(d)
-                while True:
-                    if state == "HDR":
-                        i = buf.find(b"\r\n\r\n")
-                        if i < 0:
-                            break
-                        head, buf = buf[:i + 4], buf[i + 4:]
-                        lines = head.decode("latin-1").split("\r\n")
-                        parts = lines[0].split(" ")
-                        method = parts[0]
-                        target = parts[1] if len(parts) > 1 else ""
-                        hdrs = {}
-                        for ln in lines[1:]:
-                            if ":" in ln:
-                                k, v = ln.split(":", 1)
-                                hdrs[k.strip().lower()] = v.strip()
-                        kind = classify(method, target, hdrs)
-                        tm = TAG_RE.search(urllib.parse.unquote(target))
-                        tag = tm.group(1) if tm else "-"
-                        with stats.lock:
-                            stats.requests += 1
-                            stats.kinds[kind] = stats.kinds.get(kind, 0) + 1
-                            tk = stats.tags.setdefault(tag, {})
-                            tk[kind] = tk.get(kind, 0) + 1
-                        if latency[0] > 0:
-                            time.sleep(latency[0])
-                        up.sendall(head)
-                        if "chunked" in hdrs.get("transfer-encoding", "").lower():
-                            state = "CSIZE"
-                        else:
-                            remaining = int(hdrs.get("content-length", "0") or 0)
-                            state = "BODY" if remaining > 0 else "HDR"
-                    elif state in ("BODY", "CDATA"):
-                        if not buf:
-                            break
-                        n = min(len(buf), remaining)
-                        up.sendall(buf[:n])
-                        buf, remaining = buf[n:], remaining - n
-                        if remaining == 0:
-                            state = "HDR" if state == "BODY" else "CSIZE"
-                    elif state == "CSIZE":
-                        j = buf.find(b"\r\n")
-                        if j < 0:
-                            break
-                        line, buf = buf[:j + 2], buf[j + 2:]
-                        up.sendall(line)
-                        size = int(line.split(b";")[0].strip() or b"0", 16)
-                        if size == 0:
-                            state = "TRAILER"
-                        else:
-                            remaining, state = size + 2, "CDATA"
-                    elif state == "TRAILER":
-                        j = buf.find(b"\r\n")
-                        if j < 0:
-                            break
-                        line, buf = buf[:j + 2], buf[j + 2:]
-                        up.sendall(line)
-                        if line == b"\r\n":
-                            state = "HDR"
-        except OSError:
-            pass
-        finally:
-            try:
-                up.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-            t.join(timeout=30)
-            for s in (cl, up):
-                try:
-                    s.close()
-                except OSError:
-                    pass
+        relay_http(cl, up, Hooks())
 
     def ctl_server():
         srv = socket.socket()

@@ -94,106 +94,27 @@ class Proxy:
         except OSError:
             cl.close()
             return
+        proxy = self
 
-        def pump():
-            try:
-                while True:
-                    d = up.recv(262144)
-                    if not d:
-                        break
-                    cl.sendall(d)
-            except OSError:
-                pass
-            finally:
-                try:
-                    cl.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
+        class Hooks(ab.RelayHooks):
+            target, capture = "", None
 
-        t = threading.Thread(target=pump, daemon=True)
-        t.start()
-        buf, state, remaining = b"", "HDR", 0
-        target, capture = "", None
-        try:
-            while True:
-                d = cl.recv(262144)
-                if not d:
-                    break
-                buf += d
-                while True:
-                    if state == "HDR":
-                        i = buf.find(b"\r\n\r\n")
-                        if i < 0:
-                            break
-                        head, buf = buf[:i + 4], buf[i + 4:]
-                        lines = head.decode("latin-1").split("\r\n")
-                        method, target = (lines[0].split(" ") + ["", ""])[:2]
-                        hdrs = {}
-                        for ln in lines[1:]:
-                            if ":" in ln:
-                                k, v = ln.split(":", 1)
-                                hdrs[k.strip().lower()] = v.strip()
-                        self._count(method, target)
-                        capture = b"" if method == "PUT" and target.split("?")[0].endswith(".ltx") else None
-                        up.sendall(head)
-                        if "chunked" in hdrs.get("transfer-encoding", "").lower():
-                            state = "CSIZE"
-                        else:
-                            remaining = int(hdrs.get("content-length", "0") or 0)
-                            state = "BODY" if remaining > 0 else "HDR"
-                            if state == "HDR" and capture is not None:
-                                self._note_put(target, capture)
-                    elif state in ("BODY", "CDATA"):
-                        if not buf:
-                            break
-                        n = min(len(buf), remaining)
-                        if capture is not None and len(capture) < 512:
-                            capture += buf[:n][:512]
-                        up.sendall(buf[:n])
-                        buf, remaining = buf[n:], remaining - n
-                        if remaining == 0:
-                            if state == "BODY":
-                                state = "HDR"
-                                if capture is not None:
-                                    self._note_put(target, capture)
-                                    capture = None
-                            else:
-                                state = "CSIZE"
-                    elif state == "CSIZE":
-                        j = buf.find(b"\r\n")
-                        if j < 0:
-                            break
-                        line, buf = buf[:j + 2], buf[j + 2:]
-                        up.sendall(line)
-                        size = int(line.split(b";")[0].strip() or b"0", 16)
-                        if size == 0:
-                            state = "TRAILER"
-                        else:
-                            remaining, state = size + 2, "CDATA"
-                    elif state == "TRAILER":
-                        j = buf.find(b"\r\n")
-                        if j < 0:
-                            break
-                        line, buf = buf[:j + 2], buf[j + 2:]
-                        up.sendall(line)
-                        if line == b"\r\n":
-                            state = "HDR"
-                            if capture is not None:
-                                self._note_put(target, capture)
-                                capture = None
-        except OSError:
-            pass
-        finally:
-            try:
-                up.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-            t.join(timeout=30)
-            for s in (cl, up):
-                try:
-                    s.close()
-                except OSError:
-                    pass
+            def request(self, method, target, hdrs):
+                proxy._count(method, target)
+                self.target = target
+                ltx_put = method == "PUT" and target.split("?")[0].endswith(".ltx")
+                self.capture = b"" if ltx_put else None
+
+            def body(self, data):
+                if self.capture is not None and len(self.capture) < 512:
+                    self.capture += data[:512]
+
+            def done(self):
+                if self.capture is not None:
+                    proxy._note_put(self.target, self.capture)
+                    self.capture = None
+
+        ab.relay_http(cl, up, Hooks())
 
 
 # ---------------------------------------------------------------------------
