@@ -25,7 +25,6 @@ import shutil
 import signal
 import socket
 import sqlite3
-import statistics
 import struct
 import subprocess
 import sys
