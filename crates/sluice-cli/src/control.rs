@@ -214,7 +214,7 @@ async fn route(req: &Request, registry: &Registry, started: Instant) -> Reply {
                 return Err(bad("`replica_url` is required"));
             }
             let db = DbConfig::new(p.clone(), ReplicaSettings::from_url(r.replica_url));
-            let added = registry.add(&db, Source::Socket).map_err(|e| bad(format!("{e:#}")))?;
+            let added = registry.add(&db, Source::Socket).map_err(|e| bad(crate::logging::chain(&e)))?;
             tracing::info!(db = %p.display(), added, "register (control socket)");
             Ok(json!({ "status": if added { "registered" } else { "already registered" }, "path": p }))
         }
@@ -239,7 +239,7 @@ async fn route(req: &Request, registry: &Registry, started: Instant) -> Reply {
         ("POST", "/sync") => {
             let r: SyncReq = parse(&req.body)?;
             let p = db_path(&r.path)?;
-            let rx = registry.sync(&p).map_err(|e| (404, format!("{e:#}")))?;
+            let rx = registry.sync(&p).map_err(|e| (404, crate::logging::chain(&e)))?;
             if !r.wait {
                 return Ok(json!({ "status": "sync requested", "path": p }));
             }

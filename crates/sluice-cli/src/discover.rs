@@ -100,7 +100,7 @@ impl Found {
                 Ok(false) => {}
                 Err(_) if registry.is_stopping(path) => self.stopping = true,
                 Err(e) => {
-                    tracing::error!(db = %path.display(), "cannot replicate a database found in {}: {e:#}", dir.dir.display())
+                    tracing::error!(db = %path.display(), "cannot replicate a database found in {}: {}", dir.dir.display(), crate::logging::chain(&e))
                 }
             }
         }

@@ -107,25 +107,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {}", render_error(&e));
+            eprintln!("error: {}", logging::chain(&e));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes, skipping causes whose text a previous message already includes
-/// (library errors often embed their source, and object_store errors repeat theirs).
-fn render_error(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }

@@ -151,10 +151,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                             continue;
                         }
                         (Err(e), true) => {
-                            tracing::warn!(db = %d.path.display(), "last sync of a removed database failed: {e:#}");
+                            tracing::warn!(db = %d.path.display(), "last sync of a removed database failed: {}", crate::logging::chain(&e));
                             continue;
                         }
-                        (Err(e), false) => tracing::error!(db = %d.path.display(), "stopped replicating: {e:#}"),
+                        (Err(e), false) => tracing::error!(db = %d.path.display(), "stopped replicating: {}", crate::logging::chain(&e)),
                         (Ok(()), false) => tracing::error!(db = %d.path.display(), "stopped replicating"),
                     }
                     failed += 1;
@@ -181,7 +181,7 @@ pub async fn run(args: Args) -> Result<ExitCode> {
             let Some(d) = done.recv().await else { break };
             if let Err(e) = d.result {
                 failed += 1;
-                tracing::error!(db = %d.path.display(), "final sync failed: {e:#}");
+                tracing::error!(db = %d.path.display(), "final sync failed: {}", crate::logging::chain(&e));
             }
         }
     };
@@ -221,7 +221,7 @@ async fn replicate_once(registry: &Registry, snapshot: bool, retention: bool) ->
         };
         if let Err(e) = outcome.await {
             failed += 1;
-            tracing::error!(db = %path.display(), "replicating once failed: {e:#}");
+            tracing::error!(db = %path.display(), "replicating once failed: {}", crate::logging::chain(&e));
         }
     }
     failed

@@ -109,7 +109,7 @@ pub fn integrity_check(out: &Path, mode: IntegrityCheck) -> Result<()> {
     let problems = match problems {
         Ok(p) if p.is_empty() => return Ok(()),
         Ok(p) => p.join("; "),
-        Err(e) => format!("{e:#}"),
+        Err(e) => crate::logging::chain(&e),
     };
     for p in [out.to_path_buf(), suffixed(out, "-wal"), suffixed(out, "-shm"), follow::txid_path(out)] {
         if let Err(e) = std::fs::remove_file(&p)

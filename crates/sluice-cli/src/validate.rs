@@ -161,7 +161,7 @@ async fn validate(registry: &Registry, t: &Target) -> Verdict {
             Ok(Err(e)) => return Verdict::Later(format!("cannot read the database: {e}")),
             Err(_) => return Verdict::Later("replication stopped".into()),
         },
-        Err(e) => return Verdict::Later(format!("{e:#}")),
+        Err(e) => return Verdict::Later(crate::logging::chain(&e)),
     };
     match registry.sync(&t.path) {
         Ok(rx) => match rx.await {
@@ -169,7 +169,7 @@ async fn validate(registry: &Registry, t: &Target) -> Verdict {
             Ok(Err(e)) => return Verdict::Later(format!("sync failed: {e}")),
             Err(_) => return Verdict::Later("replication stopped".into()),
         },
-        Err(e) => return Verdict::Later(format!("{e:#}")),
+        Err(e) => return Verdict::Later(crate::logging::chain(&e)),
     }
     let mut last_err = None;
     for _ in 0..ATTEMPTS {
@@ -262,7 +262,11 @@ fn compare(out: &Path, local: &PageSums, page_size: u32, txid: TxId, files: Stri
             reason: format!("integrity_check of the restored image: {}", problems.join("; ")),
             files,
         },
-        Err(e) => Verdict::Mismatch { txid, reason: format!("integrity_check of the restored image: {e:#}"), files },
+        Err(e) => Verdict::Mismatch {
+            txid,
+            reason: format!("integrity_check of the restored image: {}", crate::logging::chain(&e)),
+            files,
+        },
     }
 }
 
