@@ -151,10 +151,10 @@ pub async fn run(args: Args) -> Result<ExitCode> {
                             continue;
                         }
                         (Err(e), true) => {
-                            tracing::warn!(db = %d.path.display(), "last sync of a removed database failed: {}", crate::logging::chain(&e));
+                            tracing::warn!(db = %d.path.display(), "last sync of a removed database failed: {}", crate::logging::chain(e));
                             continue;
                         }
-                        (Err(e), false) => tracing::error!(db = %d.path.display(), "stopped replicating: {}", crate::logging::chain(&e)),
+                        (Err(e), false) => tracing::error!(db = %d.path.display(), "stopped replicating: {}", crate::logging::chain(e)),
                         (Ok(()), false) => tracing::error!(db = %d.path.display(), "stopped replicating"),
                     }
                     failed += 1;
