@@ -76,6 +76,9 @@ fn replace(s: &Setup, how: Replace, app: Connection, backup: &Path, backup_txid:
             for side in ["-wal", "-shm"] {
                 std::fs::remove_file(s.side(side)).expect("rm side file");
             }
+            // Let the daemon look at the files while the WAL is gone (it did so by chance
+            // before, and then missed the replacement).
+            std::thread::sleep(Duration::from_millis(500));
             std::fs::copy(backup, &s.db).expect("cp backup over the database");
         }
         Replace::RestoreAndMove => {

@@ -168,6 +168,7 @@ pub(crate) async fn replicate_db(
             _ = monitor.tick(), if !events.enabled() => {}
             _ = pause(&mut events, parked, poll_delay, checkpoint_at) => {
                 if parked {
+                    tracing::debug!("woken");
                     // Whatever woke us (a write, a checkpoint, an entry of the database changing),
                     // capture once: that also re-reads the files' state after someone else's
                     // checkpoint, and a commit whose index update was still being published.
@@ -208,6 +209,7 @@ pub(crate) async fn replicate_db(
                         let moved = seen.changed || wal_stat(&opts.db_path) != wal_seen;
                         pending |= moved;
                         parked = !moved;
+                        tracing::debug!(parked, "quiet");
                         if moved {
                             poll_delay = poll::MIN_POLL;
                         }
@@ -257,6 +259,12 @@ pub(crate) async fn replicate_db(
                         tokio::spawn(async move {
                             let _ = reply.send(writer.upload_now().await);
                         });
+                    }
+                    // As from a poll's capture: the lifecycle starts over (the caller retries).
+                    Err(Error::ReplacedInPlace { db, reason }) => {
+                        let copy = Error::ReplacedInPlace { db: db.clone(), reason: reason.clone() };
+                        drop(reply.send(Err(copy)));
+                        break Err(Error::ReplacedInPlace { db, reason });
                     }
                     Err(e) => drop(reply.send(Err(e))),
                 }

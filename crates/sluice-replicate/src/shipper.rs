@@ -261,6 +261,11 @@ impl Shipper {
             // Created by SQLite after we opened: keep it open from now on (see `shm`).
             self.shm = File::open(&self.shm_path).ok();
         }
+        if self.witness.as_ref().is_some_and(|w| w.side_file_gone(&self.wal_path, &self.shm_path)) {
+            // Deleted under us: keep what they were, so that their return as new files (with
+            // the database rewritten meanwhile) is seen as the replacement it is.
+            return;
+        }
         let fs = FRAME_HEADER_SIZE + u64::from(self.page_size);
         let captured = self.pos.map(|p| (p.salts, p.end.saturating_sub(WAL_HEADER_SIZE) / fs));
         // Unreadable now: no witness, so no false alarm; the next move tries again.
@@ -367,8 +372,13 @@ impl Shipper {
             }
             Err(e) => return Err(Error::io("open", &self.wal_path, e)),
         };
-        if wal_file.is_some() {
-            self.wal_missing = false;
+        if wal_file.is_some() && std::mem::take(&mut self.wal_missing) && self.pos.is_some() {
+            // Deleted under us and back: whatever SQLite left in it, our position is in the
+            // old file (its inode number may well be reused, so the witness cannot tell).
+            return Err(Error::ReplacedInPlace {
+                db: self.db_path.clone(),
+                reason: "its WAL file was deleted and created anew".into(),
+            });
         }
         let hdr = match &wal_file {
             Some(f) => wal::read_header(f).map_err(|e| Error::io("read", &self.wal_path, e))?,

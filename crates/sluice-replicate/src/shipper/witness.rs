@@ -23,15 +23,19 @@ use crate::shm;
 pub(crate) struct Witness {
     /// Database file (length, mtime in ns).
     db: (u64, i128),
-    /// Inodes of the `-wal` and `-shm` paths, if they existed.
-    wal: Option<(u64, u64)>,
-    shm: Option<(u64, u64)>,
+    /// Identities of the `-wal` and `-shm` files, if they existed.
+    wal: Option<FileId>,
+    shm: Option<FileId>,
     /// No frame was left for a checkpoint to copy: the file may not change until we read more.
     settled: bool,
 }
 
-fn ino(path: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+/// Device, inode and birth time: ext4 gives a new file the inode number of one just
+/// deleted, so the number alone does not tell a re-created file from the old one.
+type FileId = (u64, u64, Option<std::time::SystemTime>);
+
+fn ino(path: &Path) -> Option<FileId> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino(), m.created().ok()))
 }
 
 fn shape(db: &File) -> std::io::Result<(u64, i128)> {
@@ -66,9 +70,14 @@ impl Witness {
         Ok(Witness { db: shape(db)?, wal: ino(wal), shm: ino(shm_path), settled })
     }
 
+    /// Whether the `-wal` or `-shm` file seen then is gone now (deleted, not yet recreated).
+    pub(crate) fn side_file_gone(&self, wal: &Path, shm_path: &Path) -> bool {
+        (self.wal.is_some() && ino(wal).is_none()) || (self.shm.is_some() && ino(shm_path).is_none())
+    }
+
     /// Why the files now show a rewrite outside SQLite since `self`, if they do.
     pub(crate) fn rewritten(&self, db: &File, wal: &Path, shm_path: &Path) -> std::io::Result<Option<String>> {
-        let replaced = |was: Option<(u64, u64)>, now: Option<(u64, u64)>| was.is_some() && now.is_some() && was != now;
+        let replaced = |was: Option<FileId>, now: Option<FileId>| was.is_some() && now.is_some() && was != now;
         if replaced(self.wal, ino(wal)) {
             return Ok(Some("its WAL file was deleted and created anew".into()));
         }
