@@ -38,7 +38,15 @@ impl DaemonLock {
         let mut file = perms
             .open(&path, OpenOptions::new().read(true).write(true).create(true).truncate(false))
             .with_context(|| format!("open {}", path.display()))?;
-        if file.try_lock().is_err() {
+        // `sluice status` takes a shared lock for an instant to see whether a daemon runs:
+        // a few short retries keep that from passing for another daemon.
+        let mut tries = 0;
+        while file.try_lock().is_err() {
+            tries += 1;
+            if tries < 5 {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
             let pid = std::fs::read_to_string(&path).unwrap_or_default();
             bail!("another sluice daemon (pid {}) is already replicating this database", pid.trim());
         }

@@ -138,6 +138,16 @@ fn write_config(path: &Path, db: &Path, url: &str) {
 }
 
 /// Starts `sluice replicate --config cfg`, stderr appended to `log`.
+/// Waits until daemon `d` holds the database's lock (its pid is in the lock file).
+fn wait_for_lock(d: &ChildGuard, db: &Path) {
+    let name = db.file_name().expect("db name").to_string_lossy();
+    let pid_file = db.with_file_name(format!(".{name}-litestream")).join("sluice.pid");
+    let pid = d.id().to_string();
+    let held =
+        wait_until(Duration::from_secs(60), || std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == pid));
+    assert!(held, "daemon pid {pid} never took the lock ({})", pid_file.display());
+}
+
 fn start_daemon(cfg: &Path, log: &Path) -> ChildGuard {
     let err = File::options().create(true).append(true).open(log).unwrap();
     ChildGuard::spawn(
@@ -281,6 +291,14 @@ fn crash_segment(url: &str, settings: SqliteSettings, seed: u64, cycles: usize, 
     let mut checks = Vec::new();
     for cycle in 1..=cycles {
         let mut d = start_daemon(&cfg, &log);
+        if cycle == 1 {
+            // Something to restore at the first check, however slow the storage is to start.
+            let up = wait_until(Duration::from_secs(60), || {
+                let o = run(sluice().arg("ltx").arg("--level").arg("0").arg(url));
+                o.status.success() && text(&o.stdout).lines().nth(1).is_some()
+            });
+            assert!(up, "the first daemon never uploaded:\n{}", log_tail(&log));
+        }
         let wait = Duration::from_millis(rng.range(100, 601));
         std::thread::sleep(wait);
         if let Some(status) = d.try_wait() {
@@ -299,7 +317,9 @@ fn crash_segment(url: &str, settings: SqliteSettings, seed: u64, cycles: usize, 
     // Failures that still leave something to check are collected and reported at the end.
     let mut problems: Vec<String> = Vec::new();
     let mut d = start_daemon(&cfg, &log);
-    std::thread::sleep(Duration::from_millis(500));
+    // `sluice sync` signals the pid in the lock file: the one of the daemon killed last
+    // until this one has taken the lock.
+    wait_for_lock(&d, &db);
     let committed = writer.finish();
     let o = run(sluice().arg("sync").arg(&db).arg("--config").arg(&cfg));
     if o.status.success() {
@@ -312,7 +332,7 @@ fn crash_segment(url: &str, settings: SqliteSettings, seed: u64, cycles: usize, 
         problems.push(format!("daemon did not exit 0 on SIGTERM: {status:?}; log:\n{}", log_tail(&log)));
         // See whether a fresh daemon's shutdown sync completes the replica.
         let mut d = start_daemon(&cfg, &log);
-        std::thread::sleep(Duration::from_millis(500));
+        wait_for_lock(&d, &db);
         let (status, clean) = d.stop("TERM", Duration::from_secs(30));
         assert!(clean && status.success(), "a fresh daemon did not exit 0 either: {status:?}\n{}", log_tail(&log));
     }
@@ -387,13 +407,14 @@ fn two_daemons(url: &str) {
         let o = run(sluice().arg("ltx").arg("--level").arg("0").arg(url));
         o.status.success() && text(&o.stdout).lines().skip(1).count() as u64 >= min
     };
-    assert!(wait_until(Duration::from_secs(15), || uploaded(1)), "A never uploaded:\n{}", log_tail(&log1));
+    assert!(wait_until(Duration::from_secs(60), || uploaded(1)), "A never uploaded:\n{}", log_tail(&log1));
     insert(&db1, "a", 5);
-    assert!(wait_until(Duration::from_secs(15), || uploaded(2)), "A never uploaded its writes:\n{}", log_tail(&log1));
+    assert!(wait_until(Duration::from_secs(60), || uploaded(2)), "A never uploaded its writes:\n{}", log_tail(&log1));
     assert!(a.try_wait().is_none(), "A exited before B started:\n{}", log_tail(&log1));
 
     let mut b = start_daemon(&cfg2, &log2);
-    let refused_at_start = wait_until(Duration::from_secs(3), || b.try_wait().is_some());
+    // Generous: a refusing daemon exits at once, so this costs nothing when it does.
+    let refused_at_start = wait_until(Duration::from_secs(30), || b.try_wait().is_some());
     let a_alive_after_b = a.try_wait().is_none();
     let mut syncs = Vec::new();
     if !refused_at_start {

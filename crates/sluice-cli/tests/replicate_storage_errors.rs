@@ -138,9 +138,11 @@ fn exec_application_is_stopped_when_replication_stops() {
     let dir = tempfile::tempdir().unwrap();
     let url = s3::s3_url(&s3::unique_bucket("exec"), "db");
     let (_db, config) = setup(dir.path(), &url, "");
-    let pid_file = dir.path().join("app.pid");
-    // The application records its pid, then would run for ten minutes.
-    let exec = format!("echo $$ > {} && exec sleep 600", pid_file.display());
+    // The application would run for ten minutes; its argument is unique to this run, so that
+    // it can be looked for among all processes (it may be stopped before it ever started).
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let arg = format!("600.{}{nanos:09}", std::process::id());
+    let exec = format!("exec sleep {arg}");
     let mut d = Daemon::start(&config, &["--exec", &exec], &dir.path().join("daemon.log"));
     let status = d.guard.wait_timeout(DAEMON_DEADLINE);
     let log = d.log_text();
@@ -148,6 +150,11 @@ fn exec_application_is_stopped_when_replication_stops() {
     assert_ne!(status.code(), Some(0), "log:\n{log}");
     assert!(log.contains("the bucket does not exist"), "log:\n{log}");
     assert!(log.contains("stopping the --exec command"), "log:\n{log}");
-    let pid = std::fs::read_to_string(&pid_file).unwrap_or_else(|e| panic!("the application never started: {e}"));
-    assert!(!Path::new(&format!("/proc/{}", pid.trim())).exists(), "the application {} still runs", pid.trim());
+    let running: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&arg)))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(running.is_empty(), "the application (sleep {arg}) still runs: pids {running:?}");
 }

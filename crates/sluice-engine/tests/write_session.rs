@@ -49,6 +49,16 @@ fn write_opts(buffer: &Path, fsync: Fsync) -> WriteOptions {
     }
 }
 
+/// For sessions the test "crashes" with `mem::forget`: their background loops go on in this
+/// process, so they must not sync, upload or compact on their own while the test goes on.
+fn crash_opts(buffer: &Path) -> WriteOptions {
+    let mut o = write_opts(buffer, Fsync::Commit);
+    o.sync_interval = Duration::from_secs(3600);
+    o.writer.sync_interval = Duration::from_secs(3600);
+    o.writer.levels = vec![Duration::from_secs(3600)];
+    o
+}
+
 fn open_replica(dir: &Path) -> Arc<Replica> {
     let client = ReplicaClient::from_url(&format!("file://{}", dir.display())).unwrap();
     Replica::open_or_empty(client, ReadOptions { poll_interval: Duration::from_millis(100), ..ReadOptions::default() })
@@ -148,7 +158,7 @@ fn a_crashed_writers_buffer_is_replayed_and_a_second_writer_is_refused() {
     let replica_dir = tmp.path().join("replica");
     let buffer = tmp.path().join("buf");
     let r = open_replica(&replica_dir);
-    let s = WriteSession::open(r.clone(), write_opts(&buffer, Fsync::Commit)).unwrap();
+    let s = WriteSession::open(r.clone(), crash_opts(&buffer)).unwrap();
     for p in 1..=4 {
         s.write_page(p, &page(p, 1)).unwrap();
     }
@@ -197,7 +207,7 @@ fn a_crash_between_staging_a_sync_and_recording_it_keeps_later_commits() {
     let replica_dir = tmp.path().join("replica");
     let buffer = tmp.path().join("buf");
     let r = open_replica(&replica_dir);
-    let s = WriteSession::open(r.clone(), write_opts(&buffer, Fsync::Commit)).unwrap();
+    let s = WriteSession::open(r.clone(), crash_opts(&buffer)).unwrap();
     for p in 1..=3 {
         s.write_page(p, &page(p, 1)).unwrap();
     }

@@ -50,7 +50,7 @@ async fn wal_never_restarts_under_the_daemons_read_lock() {
     let metrics = Arc::new(DbMetrics::default());
     let task = tokio::spawn(replicate(opts, client, metrics.clone(), stop_rx, req_rx));
     // Wait until the daemon captured the initial state (it holds its read lock from then on).
-    for _ in 0..200 {
+    for _ in 0..3000 {
         if metrics.local_txid.load(std::sync::atomic::Ordering::Relaxed) > 0 {
             break;
         }

@@ -152,8 +152,8 @@ fn a_killed_writer_keeps_the_replica_until_its_lease_expires() {
     let tmp = tempfile::tempdir().unwrap();
     let url = file_url(&tmp.path().join("replica"));
     // A never syncs on its own (1 h): only sluice_sync() uploads.
-    let uri_a = write_uri(&url, &tmp.path().join("a.buffer"), &[("lease_ttl", "2s"), ("sync", "1h")]);
-    let uri_b = write_uri(&url, &tmp.path().join("b.buffer"), &[("lease_ttl", "2s"), ("sync", "200ms")]);
+    let uri_a = write_uri(&url, &tmp.path().join("a.buffer"), &[("lease_ttl", "10s"), ("sync", "1h")]);
+    let uri_b = write_uri(&url, &tmp.path().join("b.buffer"), &[("lease_ttl", "10s"), ("sync", "200ms")]);
     // B is started first, so that its open follows A's death at once.
     let mut b = Worker::spawn("b", tmp.path());
     let mut a = Worker::spawn("a", tmp.path());
@@ -172,7 +172,7 @@ fn a_killed_writer_keeps_the_replica_until_its_lease_expires() {
 
     // B, at once: A's lease is live, B is read-only and sees A's synced rows.
     b.open("c", &uri_b);
-    // (A's lease was taken at its open, 2 s before it expires; printed to tell a starved
+    // (A's lease was taken at its open, 10 s before it expires; printed to tell a starved
     // machine from a bug should this fail.)
     eprintln!("B opened {:?} after A did", a_opened.elapsed());
     assert!(!b.write_enabled("c"), "B wrote while A's lease was live; log:\n{}", b.log_text());
