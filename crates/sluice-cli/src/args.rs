@@ -19,6 +19,10 @@ const LONG_FLAGS: &[&str] = &[
     "once",
     "follow-interval",
     "integrity-check",
+    "socket",
+    "timeout",
+    "replica",
+    "wait",
 ];
 
 /// Rewrites `-name` / `-name=value` to `--name…` for the names above; leaves everything else.

@@ -1,20 +1,27 @@
-//! The control socket (`socket:` in the config, as Litestream's): a small HTTP/1.1 JSON API on
-//! a Unix socket, to register and unregister databases at run time, sync one now and wait
-//! for the upload, and list what the daemon replicates. One request per connection.
+//! The control socket (`socket:` in the config): a small HTTP/1.1 JSON API on a Unix socket, to
+//! register and unregister databases at run time, stop and start one, sync one now (and wait
+//! for the upload), and list what the daemon replicates. One request per connection.
+//!
+//! Requests and replies are Litestream 0.5's, field for field (TXIDs are JSON numbers there),
+//! so Litestream's own CLI and tools written against its socket work with Sluice's daemon:
 //!
 //! | request | body | reply |
 //! |---|---|---|
-//! | `GET /list` | | `{"dbs": [{path, replica, source, local_txid, replica_txid}]}` |
-//! | `GET /info` | | `{version, pid, uptime_seconds, databases}` |
+//! | `GET /list` | | `{"databases": [{path, status, last_sync_at?, replica, source, local_txid, replica_txid}]}` |
+//! | `GET /info` | | `{version, pid, uptime_seconds, started_at, database_count}` |
 //! | `GET /txid?path=P` | | `{"txid": N}` |
-//! | `POST /register` | `{path, replica_url}` | `{status, path}` |
-//! | `POST /unregister` | `{path, timeout?}` (seconds) | `{status, path}` |
-//! | `POST /sync` | `{path, wait?, timeout?}` | `{status, path, txid?}` |
+//! | `POST /register` | `{path, replica_url}` | `{status: registered\|already_registered, path}` |
+//! | `POST /unregister` | `{path, timeout?}` (seconds) | `{status: unregistered\|already_unregistered, path, txid}` |
+//! | `POST /stop` | `{path, timeout?}` | `{status: stopped\|already_stopped, path, txid}` |
+//! | `POST /start` | `{path, timeout?}` | `{status: started\|already_running, path, txid}` |
+//! | `POST /sync` | `{path, wait?, timeout?}` | `{status: synced\|synced_local\|no_change, path, txid, replicated_txid}` |
 //!
-//! Errors are `{"error": "..."}` with a 4xx/5xx status.
+//! `unregister` and `stop` reply after the database's last sync. Errors are
+//! `{"error": "..."}` with a 4xx/5xx status (409: the database is stopped).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -24,7 +31,7 @@ use sluice_config::{DbConfig, ReplicaSettings, SocketConfig};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::registry::{Registry, Source};
+use crate::registry::{Registry, Source, Toggle};
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 1 << 20;
@@ -57,7 +64,10 @@ pub async fn serve(cfg: &SocketConfig, registry: Registry) -> Result<SocketGuard
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.permissions))
         .with_context(|| format!("cannot set permissions of {}", path.display()))?;
     tracing::info!(socket = %path.display(), "control socket listening");
-    let started = Instant::now();
+    let started = Arc::new(Started {
+        at: Instant::now(),
+        rfc3339: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    });
     tokio::spawn(async move {
         loop {
             let sock = match listener.accept().await {
@@ -69,9 +79,9 @@ pub async fn serve(cfg: &SocketConfig, registry: Registry) -> Result<SocketGuard
                     continue;
                 }
             };
-            let registry = registry.clone();
+            let (registry, started) = (registry.clone(), started.clone());
             tokio::spawn(async move {
-                if let Err(e) = handle(sock, &registry, started).await {
+                if let Err(e) = handle(sock, &registry, &started).await {
                     tracing::debug!(error = %e, "control socket request failed");
                 }
             });
@@ -126,7 +136,13 @@ async fn read_request(sock: &mut BufReader<UnixStream>) -> Result<Request> {
     Ok(Request { method, target, body })
 }
 
-async fn handle(sock: UnixStream, registry: &Registry, started: Instant) -> Result<()> {
+/// When the socket started listening (`info`'s uptime and `started_at`).
+struct Started {
+    at: Instant,
+    rfc3339: String,
+}
+
+async fn handle(sock: UnixStream, registry: &Registry, started: &Started) -> Result<()> {
     let mut sock = BufReader::new(sock);
     let req = tokio::time::timeout(READ_TIMEOUT, read_request(&mut sock)).await.context("request timed out")??;
     let (status, body) = match route(&req, registry, started).await {
@@ -138,6 +154,7 @@ async fn handle(sock: UnixStream, registry: &Registry, started: Instant) -> Resu
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        409 => "Conflict",
         _ => "Internal Server Error",
     };
     let resp = format!(
@@ -172,11 +189,38 @@ struct RegisterReq {
     replica_url: String,
 }
 
+/// `unregister`, `stop`, `start`.
 #[derive(Deserialize)]
-struct UnregisterReq {
+struct PathReq {
     path: String,
     #[serde(default)]
     timeout: Option<u64>,
+}
+
+impl PathReq {
+    /// The request's deadline (`timeout` seconds, 30 by default, at most a day).
+    fn deadline(&self) -> Instant {
+        let wait = self.timeout.filter(|t| *t > 0).map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+        Instant::now() + wait.min(Duration::from_secs(86_400))
+    }
+}
+
+/// Local and replica TXIDs of a registered database.
+fn txids(registry: &Registry, p: &Path) -> Option<(u64, u64)> {
+    let info = registry.list().into_iter().find(|d| d.path == p)?;
+    let n = |s: &str| u64::from_str_radix(s, 16).unwrap_or(0);
+    Some((n(&info.local_txid), n(&info.replica_txid)))
+}
+
+/// Waits until `p` has no running task (its last sync done).
+async fn until_stopped(registry: &Registry, p: &Path, deadline: Instant) -> std::result::Result<(), (u16, String)> {
+    while registry.is_running(p) {
+        if Instant::now() >= deadline {
+            return Err((500, format!("{} is still stopping (its last sync is running)", p.display())));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -188,24 +232,22 @@ struct SyncReq {
     timeout: Option<u64>,
 }
 
-async fn route(req: &Request, registry: &Registry, started: Instant) -> Reply {
+async fn route(req: &Request, registry: &Registry, started: &Started) -> Reply {
     let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
     match (req.method.as_str(), path) {
-        ("GET", "/list") => Ok(json!({ "dbs": registry.list() })),
+        ("GET", "/list") => Ok(json!({ "databases": registry.list() })),
         ("GET", "/info") => Ok(json!({
             "version": env!("CARGO_PKG_VERSION"),
             "pid": std::process::id(),
-            "uptime_seconds": started.elapsed().as_secs(),
-            "databases": registry.len(),
+            "uptime_seconds": started.at.elapsed().as_secs(),
+            "started_at": started.rfc3339,
+            "database_count": registry.registered(),
         })),
         ("GET", "/txid") => {
             let raw = query.split('&').find_map(|kv| kv.strip_prefix("path=")).unwrap_or_default();
-            let raw = percent_decode(raw);
-            let p = db_path(&raw)?;
-            let info = registry.list().into_iter().find(|d| d.path == p);
-            let info = info.ok_or((404, format!("{} is not replicated by this daemon", p.display())))?;
-            let txid = u64::from_str_radix(&info.local_txid, 16).unwrap_or(0);
-            Ok(json!({ "txid": txid }))
+            let p = db_path(&percent_decode(raw))?;
+            let (local, _) = txids(registry, &p).ok_or((404, format!("database not found: {}", p.display())))?;
+            Ok(json!({ "txid": local }))
         }
         ("POST", "/register") => {
             let r: RegisterReq = parse(&req.body)?;
@@ -216,41 +258,83 @@ async fn route(req: &Request, registry: &Registry, started: Instant) -> Reply {
             let db = DbConfig::new(p.clone(), ReplicaSettings::from_url(r.replica_url));
             let added = registry.add(&db, Source::Socket).map_err(|e| bad(crate::logging::chain(&e)))?;
             tracing::info!(db = %p.display(), added, "register (control socket)");
-            Ok(json!({ "status": if added { "registered" } else { "already registered" }, "path": p }))
+            Ok(json!({ "status": if added { "registered" } else { "already_registered" }, "path": p }))
         }
         ("POST", "/unregister") => {
-            let r: UnregisterReq = parse(&req.body)?;
+            let r: PathReq = parse(&req.body)?;
             let p = db_path(&r.path)?;
+            let txid = txids(registry, &p).map_or(0, |t| t.0);
             if !registry.remove(&p) {
-                return Err((404, format!("{} is not replicated by this daemon", p.display())));
+                return Ok(json!({ "status": "already_unregistered", "path": p, "txid": 0 }));
             }
             tracing::info!(db = %p.display(), "unregister (control socket)");
-            let wait = r.timeout.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT);
-            let deadline = Instant::now().checked_add(wait).unwrap_or_else(|| Instant::now() + DEFAULT_TIMEOUT);
             // Replies once the last sync is done, so the caller may delete the database next.
-            while registry.paths().iter().any(|(q, _)| *q == p) {
-                if Instant::now() >= deadline {
-                    return Err((500, format!("{} is still stopping (its last sync is running)", p.display())));
+            until_stopped(registry, &p, r.deadline()).await?;
+            Ok(json!({ "status": "unregistered", "path": p, "txid": txid }))
+        }
+        ("POST", "/stop") => {
+            let r: PathReq = parse(&req.body)?;
+            let p = db_path(&r.path)?;
+            let status = match registry.stop(&p).map_err(|e| (404, crate::logging::chain(&e)))? {
+                Toggle::Already => "already_stopped",
+                Toggle::Done => {
+                    tracing::info!(db = %p.display(), "stop (control socket)");
+                    until_stopped(registry, &p, r.deadline()).await?;
+                    "stopped"
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Ok(json!({ "status": "unregistered", "path": p }))
+            };
+            Ok(json!({ "status": status, "path": p, "txid": txids(registry, &p).map_or(0, |t| t.0) }))
+        }
+        ("POST", "/start") => {
+            let r: PathReq = parse(&req.body)?;
+            let p = db_path(&r.path)?;
+            let status = match registry.start(&p) {
+                Ok(Toggle::Already) => "already_running",
+                Ok(Toggle::Done) => {
+                    tracing::info!(db = %p.display(), "start (control socket)");
+                    "started"
+                }
+                Err(e) if registry.paths().iter().any(|(q, _)| *q == p) => {
+                    return Err((500, crate::logging::chain(&e)));
+                }
+                Err(e) => return Err((404, crate::logging::chain(&e))),
+            };
+            Ok(json!({ "status": status, "path": p, "txid": txids(registry, &p).map_or(0, |t| t.0) }))
         }
         ("POST", "/sync") => {
             let r: SyncReq = parse(&req.body)?;
             let p = db_path(&r.path)?;
-            let rx = registry.sync(&p).map_err(|e| (404, crate::logging::chain(&e)))?;
-            if !r.wait {
-                return Ok(json!({ "status": "sync requested", "path": p }));
-            }
+            let refused = |e: anyhow::Error| {
+                let code = if registry.is_stopped(&p) { 409 } else { 404 };
+                (code, crate::logging::chain(&e))
+            };
             // Bounded: a huge timeout would overflow the timer.
-            let timeout =
-                r.timeout.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT).min(Duration::from_secs(86_400));
+            let timeout = r.timeout.filter(|t| *t > 0).map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+            let timeout = timeout.min(Duration::from_secs(86_400));
+            let waited = |what: &str| format!("{what} not done within {timeout:?}");
+            if !r.wait {
+                let rx = registry.capture(&p).map_err(refused)?;
+                let captured = match tokio::time::timeout(timeout, rx).await {
+                    Ok(Ok(Ok(c))) => c,
+                    Ok(Ok(Err(e))) => return Err((500, format!("sync failed: {e}"))),
+                    Ok(Err(_)) => return Err((500, "replication stopped".into())),
+                    Err(_) => return Err((500, waited("capture"))),
+                };
+                let replicated = txids(registry, &p).map_or(0, |t| t.1);
+                let status = if captured.changed { "synced_local" } else { "no_change" };
+                return Ok(
+                    json!({ "status": status, "path": p, "txid": captured.txid.0, "replicated_txid": replicated }),
+                );
+            }
+            let rx = registry.sync(&p).map_err(refused)?;
             match tokio::time::timeout(timeout, rx).await {
-                Ok(Ok(Ok(txid))) => Ok(json!({ "status": "synced", "path": p, "txid": txid.to_string() })),
+                Ok(Ok(Ok(replicated))) => {
+                    let local = txids(registry, &p).map_or(0, |t| t.0).max(replicated.0);
+                    Ok(json!({ "status": "synced", "path": p, "txid": local, "replicated_txid": replicated.0 }))
+                }
                 Ok(Ok(Err(e))) => Err((500, format!("sync failed: {e}"))),
                 Ok(Err(_)) => Err((500, "replication stopped".into())),
-                Err(_) => Err((500, format!("not synced within {timeout:?}"))),
+                Err(_) => Err((500, waited("upload"))),
             }
         }
         _ => Err((404, format!("no such endpoint: {} {path}", req.method))),

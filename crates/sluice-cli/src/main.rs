@@ -58,8 +58,14 @@ enum Command {
     Reset(status_cmd::ResetArgs),
     /// Start replicating a database in a running daemon (control socket).
     Register(control_cmd::RegisterArgs),
-    /// Stop replicating a database in a running daemon, after a last sync (control socket).
+    /// Stop replicating a database in a running daemon, after a last sync, and forget it
+    /// (control socket).
     Unregister(control_cmd::UnregisterArgs),
+    /// Stop replicating a database in a running daemon, after a last sync; it stays
+    /// registered for `start` (control socket).
+    Stop(control_cmd::ToggleArgs),
+    /// Replicate a stopped database again (control socket).
+    Start(control_cmd::ToggleArgs),
     /// List the databases a running daemon replicates (control socket).
     List(control_cmd::QueryArgs),
     /// Show a running daemon's version, PID, uptime and database count (control socket).
@@ -92,6 +98,8 @@ fn main() -> ExitCode {
             Command::Reset(args) => status_cmd::reset(args).await,
             Command::Register(args) => control_cmd::register(args).await,
             Command::Unregister(args) => control_cmd::unregister(args).await,
+            Command::Stop(args) => control_cmd::toggle(args, false).await,
+            Command::Start(args) => control_cmd::toggle(args, true).await,
             Command::List(args) => control_cmd::list(args).await,
             Command::Info(args) => control_cmd::info(args).await,
             Command::Version => {

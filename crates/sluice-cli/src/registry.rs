@@ -1,6 +1,7 @@
 //! The daemon's databases, whichever way they came: the config's `dbs:`, `dir:` discovery, or
 //! the control socket. Each runs as one task with its own stop signal, so a database can be
-//! added or removed while the others keep replicating.
+//! added or removed while the others keep replicating. A database can also be stopped and
+//! started again (Litestream's `stop`/`start`): stopped, it stays registered with no task.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use sluice_engine::write::metrics::DbMetrics;
 use sluice_ltx::TxId;
 use sluice_replicate::fsevents::FsEvents;
 use sluice_replicate::presence::{self, Presence};
-use sluice_replicate::{ReplicateOptions, Request, replicate};
+use sluice_replicate::{Captured, ReplicateOptions, Request, replicate};
 use sluice_storage::ReplicaClient;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -43,11 +44,16 @@ pub struct Done {
     pub removed: bool,
 }
 
-/// One registered database, as `list` shows it.
+/// One registered database, as `list` shows it (Litestream's fields first).
 #[derive(Clone, Debug, Serialize)]
 pub struct DbInfo {
     /// Database path.
     pub path: PathBuf,
+    /// `replicating`, `waiting` (for the database file to exist) or `stopped`.
+    pub status: &'static str,
+    /// When the last upload finished (RFC 3339), if any since the daemon started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_sync_at: Option<String>,
     /// Replica, credentials redacted.
     pub replica: String,
     /// How it was registered.
@@ -58,9 +64,19 @@ pub struct DbInfo {
     pub replica_txid: String,
 }
 
+/// A stopped database: what `start` needs to run it again.
+struct Parked {
+    db: DbConfig,
+    source: Source,
+    replica: String,
+    metrics: Arc<DbMetrics>,
+}
+
 #[derive(Default)]
 struct Dbs {
     map: BTreeMap<PathBuf, Entry>,
+    /// Stopped databases (not in `map`).
+    stopped: BTreeMap<PathBuf, Parked>,
     /// Shutting down: nothing new is added.
     closed: bool,
     /// Databases whose replication ended on its own (an error), over the daemon's life.
@@ -80,11 +96,13 @@ impl std::ops::DerefMut for Dbs {
     }
 }
 
-/// Reports a database task's end even if it panicked: its entry goes, `Done` is sent.
+/// Reports a database task's end even if it panicked: its entry goes (into `stopped` when it
+/// was stopped on purpose), `Done` is sent.
 struct EndGuard {
     registry: Registry,
     path: PathBuf,
     removed: Arc<std::sync::atomic::AtomicBool>,
+    parked: Option<Parked>,
     result: Option<Result<()>>,
 }
 
@@ -99,7 +117,13 @@ impl Drop for EndGuard {
         let removed = self.removed.load(std::sync::atomic::Ordering::Relaxed);
         let result = self.result.take().unwrap_or_else(|| Err(anyhow!("replication task panicked")));
         let mut dbs = self.registry.lock();
-        dbs.remove(&self.path);
+        let entry = dbs.remove(&self.path);
+        if removed
+            && entry.is_some_and(|e| e.park.load(std::sync::atomic::Ordering::Relaxed))
+            && let Some(parked) = self.parked.take()
+        {
+            dbs.stopped.insert(self.path.clone(), parked);
+        }
         if result.is_err() && !removed {
             dbs.failed += 1;
         }
@@ -116,6 +140,8 @@ struct Entry {
     source: Source,
     replica: String,
     removed: Arc<std::sync::atomic::AtomicBool>,
+    /// Removed to be stopped, not unregistered: it goes to `stopped` when its task ends.
+    park: Arc<std::sync::atomic::AtomicBool>,
     validation: Option<crate::validate::Target>,
 }
 
@@ -144,10 +170,18 @@ impl Registry {
     /// Starts replicating `db`; `Ok(false)` if it is already registered. An error if it is
     /// still stopping from a removal (try again once it has), or the daemon is shutting down.
     pub fn add(&self, db: &DbConfig, source: Source) -> Result<bool> {
+        self.add_with(db, source, None)
+    }
+
+    /// [`Self::add`], keeping `metrics` when given (a database started again).
+    fn add_with(&self, db: &DbConfig, source: Source, metrics: Option<Arc<DbMetrics>>) -> Result<bool> {
         {
             let dbs = self.lock();
             if dbs.closed {
                 bail!("the daemon is shutting down");
+            }
+            if dbs.stopped.contains_key(&db.path) {
+                return Ok(false);
             }
             if let Some(e) = dbs.get(&db.path) {
                 if e.removed.load(std::sync::atomic::Ordering::Relaxed) {
@@ -168,7 +202,8 @@ impl Registry {
                 .with_context(|| format!("cannot replicate {}", db.path.display()))?;
             let _ = lock.set(held);
         }
-        let metrics = Arc::new(DbMetrics { db: db.path.display().to_string(), ..DbMetrics::default() });
+        let metrics = metrics
+            .unwrap_or_else(|| Arc::new(DbMetrics { db: db.path.display().to_string(), ..DbMetrics::default() }));
         let (req_tx, req_rx) = mpsc::channel(4);
         let (stop, stop_rx) = watch::channel(false);
         let removed = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -180,15 +215,18 @@ impl Registry {
             source,
             replica: client.description().to_string(),
             removed: removed.clone(),
+            park: Arc::default(),
             validation: crate::validate::Target::new(&self.cfg, db, source, &client, &metrics),
         };
+        let parked = Parked { db: db.clone(), source, replica: entry.replica.clone(), metrics: metrics.clone() };
         let mut dbs = self.lock();
-        if dbs.closed || dbs.contains_key(&db.path) {
+        if dbs.closed || dbs.contains_key(&db.path) || dbs.stopped.contains_key(&db.path) {
             return Ok(false);
         }
         dbs.insert(db.path.clone(), entry);
         drop(dbs);
-        let guard = EndGuard { registry: self.clone(), path: db.path.clone(), removed, result: None };
+        let guard =
+            EndGuard { registry: self.clone(), path: db.path.clone(), removed, parked: Some(parked), result: None };
         tokio::spawn(async move {
             let result = replicate_when_present(opts, client, metrics, stop_rx, req_rx, &lock).await;
             // The daemon lock goes before the entry, so a re-registration finds it free.
@@ -198,13 +236,65 @@ impl Registry {
         Ok(true)
     }
 
-    /// Stops replicating `path` (after a last sync); false if it was not registered.
+    /// Stops replicating `path` (after a last sync) and forgets it; false if it was not
+    /// registered.
     pub fn remove(&self, path: &Path) -> bool {
-        let dbs = self.lock();
+        let mut dbs = self.lock();
+        if dbs.stopped.remove(path).is_some() {
+            return true;
+        }
         let Some(entry) = dbs.get(path) else { return false };
+        entry.park.store(false, std::sync::atomic::Ordering::Relaxed);
         entry.removed.store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = entry.stop.send(true);
         true
+    }
+
+    /// Stops replicating `path` (after a last sync) but keeps it registered, for [`Self::start`].
+    pub fn stop(&self, path: &Path) -> Result<Toggle> {
+        let dbs = self.lock();
+        if dbs.stopped.contains_key(path) {
+            return Ok(Toggle::Already);
+        }
+        let entry = dbs.get(path).ok_or_else(|| not_found(path))?;
+        if entry.removed.load(std::sync::atomic::Ordering::Relaxed) {
+            // Stopping already (a `stop` in flight, or unregistering): the caller waits.
+            return Ok(Toggle::Done);
+        }
+        entry.park.store(true, std::sync::atomic::Ordering::Relaxed);
+        entry.removed.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = entry.stop.send(true);
+        Ok(Toggle::Done)
+    }
+
+    /// Replicates a stopped database again.
+    pub fn start(&self, path: &Path) -> Result<Toggle> {
+        let parked = {
+            let mut dbs = self.lock();
+            if dbs.closed {
+                bail!("the daemon is shutting down");
+            }
+            if let Some(e) = dbs.get(path) {
+                if e.removed.load(std::sync::atomic::Ordering::Relaxed) {
+                    bail!("{} is still stopping (its last sync is running); try again", path.display());
+                }
+                return Ok(Toggle::Already);
+            }
+            dbs.stopped.remove(path).ok_or_else(|| not_found(path))?
+        };
+        match self.add_with(&parked.db, parked.source, Some(parked.metrics.clone())) {
+            Ok(_) => Ok(Toggle::Done),
+            Err(e) => {
+                // Still registered, still stopped: `start` may be tried again.
+                self.lock().stopped.insert(path.to_path_buf(), parked);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether `path` is registered and stopped.
+    pub fn is_stopped(&self, path: &Path) -> bool {
+        self.lock().stopped.contains_key(path)
     }
 
     /// Whether `path` is registered but stopping (removed, its last sync still running).
@@ -231,9 +321,22 @@ impl Registry {
         self.lock().len()
     }
 
-    /// Registered paths and where they came from.
+    /// Number of registered databases, stopped ones included.
+    pub fn registered(&self) -> usize {
+        let dbs = self.lock();
+        dbs.len() + dbs.stopped.len()
+    }
+
+    /// Registered paths (stopped ones included) and where they came from.
     pub fn paths(&self) -> Vec<(PathBuf, Source)> {
-        self.lock().iter().map(|(p, e)| (p.clone(), e.source)).collect()
+        let dbs = self.lock();
+        let running = dbs.iter().map(|(p, e)| (p.clone(), e.source));
+        running.chain(dbs.stopped.iter().map(|(p, s)| (p.clone(), s.source))).collect()
+    }
+
+    /// Whether `path` has a running task (stopping ones included).
+    pub fn is_running(&self, path: &Path) -> bool {
+        self.lock().contains_key(path)
     }
 
     /// Every database's metrics.
@@ -241,24 +344,27 @@ impl Registry {
         self.lock().values().map(|e| e.metrics.clone()).collect()
     }
 
-    /// The registered databases.
+    /// The registered databases, stopped ones included, by path.
     pub fn list(&self) -> Vec<DbInfo> {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.lock()
-            .iter()
-            .map(|(p, e)| DbInfo {
-                path: p.clone(),
-                replica: e.replica.clone(),
-                source: e.source,
-                local_txid: TxId(e.metrics.local_txid.load(Relaxed)).to_string(),
-                replica_txid: TxId(e.metrics.replica_txid.load(Relaxed)).to_string(),
-            })
-            .collect()
+        let dbs = self.lock();
+        let running = dbs.iter().map(|(p, e)| {
+            let status = if e.lock.get().is_some() { "replicating" } else { "waiting" };
+            info(p, status, &e.replica, e.source, &e.metrics)
+        });
+        let stopped = dbs.stopped.iter().map(|(p, s)| info(p, "stopped", &s.replica, s.source, &s.metrics));
+        let mut all: Vec<DbInfo> = running.chain(stopped).collect();
+        all.sort_by(|a, b| a.path.cmp(&b.path));
+        all
     }
 
     /// Asks `path` to capture and upload now; resolves with the replica's TXID afterwards.
     pub fn sync(&self, path: &Path) -> Result<oneshot::Receiver<sluice_engine::Result<TxId>>> {
         self.ask(path, Request::Sync)
+    }
+
+    /// Asks `path` to capture now (not waiting for the upload); resolves with what it did.
+    pub fn capture(&self, path: &Path) -> Result<oneshot::Receiver<sluice_engine::Result<Captured>>> {
+        self.ask(path, Request::Capture)
     }
 
     /// Sends `path` the request `make` builds around a reply channel. Never waits for a full
@@ -269,7 +375,10 @@ impl Registry {
         make: impl FnOnce(oneshot::Sender<T>) -> Request,
     ) -> Result<oneshot::Receiver<T>> {
         let dbs = self.lock();
-        let entry = dbs.get(path).ok_or_else(|| anyhow!("{} is not replicated by this daemon", path.display()))?;
+        if dbs.stopped.contains_key(path) {
+            bail!("{} is stopped (`sluice start` replicates it again)", path.display());
+        }
+        let entry = dbs.get(path).ok_or_else(|| not_found(path))?;
         let (tx, rx) = oneshot::channel();
         entry.requests.try_send(make(tx)).map_err(|_| anyhow!("{} is busy with earlier requests", path.display()))?;
         Ok(rx)
@@ -304,19 +413,43 @@ impl Registry {
 
     /// Asks `path` for its page checksums at a TXID just captured (replica validation).
     pub fn page_sums(&self, path: &Path) -> Result<oneshot::Receiver<sluice_engine::Result<Option<PageSums>>>> {
-        let dbs = self.lock();
-        let entry = dbs.get(path).ok_or_else(|| anyhow!("{} is not replicated by this daemon", path.display()))?;
-        let (tx, rx) = oneshot::channel();
-        entry
-            .requests
-            .try_send(Request::PageSums(tx))
-            .map_err(|_| anyhow!("{} is busy with requests", path.display()))?;
-        Ok(rx)
+        self.ask(path, Request::PageSums)
     }
 
     /// Engine options for one database.
     pub fn options(&self, db: &DbConfig) -> ReplicateOptions {
         crate::replicate_cmd::options(&self.cfg, db, &self.events, &self.limits)
+    }
+}
+
+/// What `stop` or `start` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Toggle {
+    /// It was running (stopped) or stopped (started), and now is being changed.
+    Done,
+    /// It already was as asked.
+    Already,
+}
+
+fn not_found(path: &Path) -> anyhow::Error {
+    anyhow!("{} is not replicated by this daemon", path.display())
+}
+
+fn info(path: &Path, status: &'static str, replica: &str, source: Source, m: &DbMetrics) -> DbInfo {
+    use std::sync::atomic::Ordering::Relaxed;
+    let last = m.last_upload_ms.load(Relaxed);
+    let last_sync_at = (last > 0)
+        .then(|| chrono::DateTime::from_timestamp_millis(last as i64))
+        .flatten()
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    DbInfo {
+        path: path.to_path_buf(),
+        status,
+        last_sync_at,
+        replica: replica.to_string(),
+        source,
+        local_txid: TxId(m.local_txid.load(Relaxed)).to_string(),
+        replica_txid: TxId(m.replica_txid.load(Relaxed)).to_string(),
     }
 }
 

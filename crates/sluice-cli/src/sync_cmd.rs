@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use sluice_ltx::TxId;
 
 use crate::control;
 use crate::control_cmd::SocketArgs;
@@ -21,12 +22,15 @@ pub struct Args {
     /// Config file (to find the database's meta directory).
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
-    /// How long to wait for the daemon.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    /// How long to wait for the daemon: a duration (`10s`) or whole seconds (`10`).
+    #[arg(long, default_value = "30s", value_parser = crate::control_cmd::parse_timeout)]
     timeout: Duration,
     /// Wait until the upload is done (always the case without a control socket).
     #[arg(long)]
     wait: bool,
+    /// Print the daemon's JSON reply (control socket only).
+    #[arg(long)]
+    json: bool,
     /// Control socket of the daemon (default: the config's, if enabled).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
@@ -38,9 +42,18 @@ pub async fn run(args: Args) -> Result<ExitCode> {
         let path = std::path::absolute(&args.db_path)?.display().to_string();
         let body = serde_json::json!({ "path": path, "wait": args.wait, "timeout": args.timeout.as_secs().max(1) });
         let reply = control::call(&socket, "POST", "/sync", Some(body), args.timeout + Duration::from_secs(1)).await?;
-        match reply["txid"].as_str() {
-            Some(txid) => println!("synced {} to TXID {txid}", args.db_path.display()),
-            None => println!("sync of {} requested", args.db_path.display()),
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&reply)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let txid = |k: &str| TxId(reply[k].as_u64().unwrap_or(0));
+        let db = args.db_path.display();
+        match reply["status"].as_str().unwrap_or("") {
+            "synced" => println!("synced {db} to TXID {}", txid("replicated_txid")),
+            "no_change" => {
+                println!("no change: {db} is at TXID {} (replica at {})", txid("txid"), txid("replicated_txid"))
+            }
+            _ => println!("captured {db} at TXID {} (the upload follows; --wait waits for it)", txid("txid")),
         }
         return Ok(ExitCode::SUCCESS);
     }

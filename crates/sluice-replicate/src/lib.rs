@@ -30,7 +30,7 @@ mod shm;
 pub mod wal;
 
 pub use lifecycle::replicate;
-pub use service::{ReplicateOptions, Request};
+pub use service::{Captured, ReplicateOptions, Request};
 
 /// How long committed frames may fail to be captured before replication of a database stops.
 pub const DEFAULT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

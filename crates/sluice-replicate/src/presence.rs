@@ -153,6 +153,7 @@ pub async fn wait_for_database(
             }
             r = requests.recv(), if requests_open => match r {
                 Some(Request::Sync(reply)) => drop(reply.send(Err(Error::DatabaseMissing { db: path.to_path_buf() }))),
+                Some(Request::Capture(reply)) => drop(reply.send(Err(Error::DatabaseMissing { db: path.to_path_buf() }))),
                 Some(Request::PageSums(reply)) => drop(reply.send(Ok(None))),
                 Some(Request::Snapshot(reply)) => drop(reply.send(Err(Error::DatabaseMissing { db: path.to_path_buf() }))),
                 Some(Request::EnforceRetention(reply)) => {

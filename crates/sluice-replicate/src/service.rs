@@ -84,10 +84,36 @@ impl ReplicateOptions {
     }
 }
 
+/// What a [`Request::Capture`] did.
+#[derive(Clone, Copy, Debug)]
+pub struct Captured {
+    /// Whether it found new commits.
+    pub changed: bool,
+    /// The last TXID captured locally.
+    pub txid: sluice_ltx::TxId,
+}
+
+/// The reply a sync request waits for.
+enum SyncReply {
+    Upload(oneshot::Sender<Result<sluice_ltx::TxId>>),
+    Local(oneshot::Sender<Result<Captured>>),
+}
+
+impl SyncReply {
+    fn fail(self, e: Error) {
+        match self {
+            SyncReply::Upload(r) => drop(r.send(Err(e))),
+            SyncReply::Local(r) => drop(r.send(Err(e))),
+        }
+    }
+}
+
 /// Requests a running replicator accepts.
 pub enum Request {
     /// Sync and upload now; replies with the replica's TXID afterwards.
     Sync(oneshot::Sender<Result<sluice_ltx::TxId>>),
+    /// Capture now and reply at once (the upload follows as usual).
+    Capture(oneshot::Sender<Result<Captured>>),
     /// The database's page checksums at a TXID just captured (replica validation); `None`
     /// when it cannot be read right now.
     PageSums(oneshot::Sender<Result<Option<sluice_engine::validate::PageSums>>>),
@@ -129,6 +155,11 @@ pub(crate) async fn replicate_db(
     let first_image = first.as_ref().filter(|s| s.full).map(|s| s.header.max_txid);
     let mut tasks = writer.start(shipper.clone(), needs_snapshot, first_image);
     note_synced(&writer, first.as_ref());
+    // A resumed database with nothing new captures no file: its TXIDs are where it stands.
+    metrics.replica_txid.fetch_max(remote_max.0, Ordering::Relaxed);
+    if let Ok(Some(pos)) = shipper.position().await {
+        metrics.local_txid.store(pos.txid.0, Ordering::Relaxed);
+    }
 
     let mut monitor = tokio::time::interval(opts.monitor_interval);
     monitor.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -219,7 +250,8 @@ pub(crate) async fn replicate_db(
             }
             r = requests.recv(), if requests_open => {
                 let reply = match r {
-                    Some(Request::Sync(reply)) => reply,
+                    Some(Request::Sync(reply)) => SyncReply::Upload(reply),
+                    Some(Request::Capture(reply)) => SyncReply::Local(reply),
                     Some(Request::PageSums(reply)) => {
                         // Reads the whole database: off this loop, as snapshots are.
                         let shipper = shipper.clone();
@@ -251,22 +283,25 @@ pub(crate) async fn replicate_db(
                 };
                 let res = capture(&shipper, &writer).await;
                 dirty |= res.as_ref().is_ok_and(|c| *c);
-                match res {
+                match (res, reply) {
                     // Upload off this loop: waiting for a running upload must not stall
                     // capturing and checkpoints.
-                    Ok(_) => {
+                    (Ok(_), SyncReply::Upload(reply)) => {
                         let writer = writer.clone();
                         tokio::spawn(async move {
                             let _ = reply.send(writer.upload_now().await);
                         });
                     }
+                    (Ok(changed), SyncReply::Local(reply)) => {
+                        let txid = sluice_ltx::TxId(metrics.local_txid.load(Ordering::Relaxed));
+                        drop(reply.send(Ok(Captured { changed, txid })));
+                    }
                     // As from a poll's capture: the lifecycle starts over (the caller retries).
-                    Err(Error::ReplacedInPlace { db, reason }) => {
-                        let copy = Error::ReplacedInPlace { db: db.clone(), reason: reason.clone() };
-                        drop(reply.send(Err(copy)));
+                    (Err(Error::ReplacedInPlace { db, reason }), reply) => {
+                        reply.fail(Error::ReplacedInPlace { db: db.clone(), reason: reason.clone() });
                         break Err(Error::ReplacedInPlace { db, reason });
                     }
-                    Err(e) => drop(reply.send(Err(e))),
+                    (Err(e), reply) => reply.fail(e),
                 }
                 continue;
             }

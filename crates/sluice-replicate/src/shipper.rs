@@ -29,6 +29,7 @@ use sluice_engine::write::local::MetaDir;
 mod checkpoint;
 mod journal;
 mod snapshot;
+mod stamp;
 mod witness;
 
 pub use snapshot::SnapshotView;
@@ -125,6 +126,8 @@ pub struct Shipper {
     shm_path: PathBuf,
     /// The files as of the last read-lock move, to notice a rewrite in place.
     witness: Option<witness::Witness>,
+    /// TXID of the last quiet stamp written (see [`stamp`]).
+    stamped: Option<TxId>,
 }
 
 /// Pages changed by frames read but not yet written to a local file. Checkpoints only read
@@ -208,6 +211,7 @@ impl Shipper {
             shm: File::open(&shm_path).ok(),
             shm_path,
             witness: None,
+            stamped: None,
         };
         s.begin_read(0)?;
         s.recover_position(remote_max)?;
@@ -317,8 +321,13 @@ impl Shipper {
             self.clear_journal();
             return Ok(());
         }
-        let Ok(wal_file) = File::open(&self.wal_path) else { return Ok(()) };
-        let Some(hdr) = wal::read_header(&wal_file).map_err(|e| Error::io("read", &self.wal_path, e))? else {
+        let wal_file = File::open(&self.wal_path).ok();
+        let hdr = match &wal_file {
+            Some(f) => wal::read_header(f).map_err(|e| Error::io("read", &self.wal_path, e))?,
+            None => None,
+        };
+        let (Some(wal_file), Some(hdr)) = (wal_file, hdr) else {
+            self.resume_quiet(h.max_txid, h.commit);
             return Ok(());
         };
         let end = (h.wal_offset + h.wal_size) as u64;
@@ -395,7 +404,13 @@ impl Shipper {
             }
         }
         let res = match (hdr, self.pos) {
-            (None, Some(_)) => None,
+            (None, Some(_)) => {
+                if wal_file.is_some() {
+                    // Empty WAL, everything captured: the database file is the position's state.
+                    self.stamp_quiet();
+                }
+                None
+            }
             (None, None) => Some(self.write_full(None, None)?),
             (Some(h), Some(p)) if (h.salt1, h.salt2) == p.salts => {
                 self.write_incremental(wal_file.as_ref().expect("BUG: header without file"), &h, p.end, p.checksum)?

@@ -145,3 +145,59 @@ fn a_stop_after_a_checkpoint_resumes_only_across_one_restart() {
     assert!(s.sync_all().unwrap().unwrap().full, "two restarts behind the journal: a full image");
     assert_local_chain_rebuilds(&meta, &db, dir.path());
 }
+
+/// Longer than the shipper waits before it trusts a database file's times.
+const SETTLE: Duration = Duration::from_secs(4);
+
+#[test]
+fn a_restart_with_an_empty_wal_resumes_unless_the_database_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.db");
+    let wal = dir.path().join("q.db-wal");
+    {
+        let c = app(&db);
+        c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)").unwrap();
+        insert(&c, 0, 50);
+    } // The last connection closed: the WAL is checkpointed and deleted.
+    let meta_root = dir.path().join(".q.db-litestream");
+    let meta = MetaDir::open(meta_root.clone(), Perms::of_db(&db).unwrap()).unwrap();
+    let mut s = Shipper::open(&db, meta_root.clone(), TxId(0), opts(0)).unwrap();
+    assert!(s.sync_all().unwrap().unwrap().full, "no WAL and no history: a full image");
+    // A file changed within the last seconds is not stamped (file times are coarse).
+    std::thread::sleep(SETTLE);
+    assert!(s.sync_all().unwrap().is_none());
+    let at = s.position().unwrap().txid;
+    drop(s);
+    let mut s = Shipper::open(&db, meta_root.clone(), TxId(0), opts(0)).unwrap();
+    assert!(s.sync_all().unwrap().is_none(), "an untouched database with an empty WAL needs no new image");
+    assert_eq!(s.position().unwrap().txid, at);
+    // Writes after the resume continue the chain.
+    let c = app(&db);
+    insert(&c, 50, 50);
+    assert!(!s.sync_all().unwrap().unwrap().full);
+    assert_local_chain_rebuilds(&meta, &db, dir.path());
+
+    // Our TRUNCATE checkpoint empties the WAL: a restart after it resumes too.
+    insert(&c, 100, 50);
+    assert!(matches!(s.checkpoint(true).unwrap().0, Checkpoint::Done { .. }));
+    s.sync_all().unwrap();
+    assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0, "TRUNCATE left frames");
+    std::thread::sleep(SETTLE);
+    assert!(s.sync_all().unwrap().is_none());
+    let at = s.position().unwrap().txid;
+    drop(s);
+    let mut s = Shipper::open(&db, meta_root.clone(), TxId(0), opts(0)).unwrap();
+    assert!(s.sync_all().unwrap().is_none(), "resumed after our own TRUNCATE");
+    assert_eq!(s.position().unwrap().txid, at);
+    assert_local_chain_rebuilds(&meta, &db, dir.path());
+
+    // Written while stopped, and the WAL gone again with the application's last close: the
+    // database file changed, so a full image.
+    drop(s);
+    insert(&c, 150, 10);
+    drop(c);
+    assert!(!wal.exists());
+    let mut s = Shipper::open(&db, meta_root, TxId(0), opts(0)).unwrap();
+    assert!(s.sync_all().unwrap().unwrap().full, "changed while stopped: a full image");
+    assert_local_chain_rebuilds(&meta, &db, dir.path());
+}

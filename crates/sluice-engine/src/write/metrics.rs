@@ -18,6 +18,8 @@ pub struct DbMetrics {
     pub bytes_uploaded: AtomicU64,
     /// Files uploaded (all levels).
     pub files_uploaded: AtomicU64,
+    /// When the last level-0 upload finished (ms since the epoch); 0 before the first.
+    pub last_upload_ms: AtomicU64,
     /// WAL syncs that produced a file.
     pub syncs: AtomicU64,
     /// Compactions done.
@@ -80,6 +82,7 @@ impl DbMetrics {
         g(out, "replication_lag_seconds", self.lag_seconds(now_ms));
         g(out, "local_txid", load(&self.local_txid));
         g(out, "replica_txid", load(&self.replica_txid));
+        g(out, "last_upload_timestamp_seconds", load(&self.last_upload_ms) / 1000.0);
         g(out, "uploaded_bytes_total", load(&self.bytes_uploaded));
         g(out, "uploaded_files_total", load(&self.files_uploaded));
         g(out, "syncs_total", load(&self.syncs));

@@ -82,6 +82,7 @@ pub async fn upload_pending(
         }
         lock(index).add(FileInfo { level: 0, min_txid: first, max_txid: last, size, created_at: ts });
         metrics.replica_txid.store(last.0, Ordering::Relaxed);
+        metrics.last_upload_ms.store(crate::write::now_ms() as u64, Ordering::Relaxed);
         metrics.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
         metrics.files_uploaded.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(min = %first, max = %last, bytes = size, "uploaded L0");
