@@ -76,6 +76,22 @@ fn create_bank(path: &Path, settings: &SqliteSettings) {
     tx.commit().unwrap();
 }
 
+/// Commits bank transfer number `seq`.
+fn transfer(conn: &rusqlite::Connection, rng: &mut Rng, seq: u64) {
+    let src = rng.range(1, ACCOUNTS as u64 + 1) as i64;
+    let dst = (src - 1 + rng.range(1, ACCOUNTS as u64) as i64) % ACCOUNTS + 1;
+    let amount = rng.range(1, 50) as i64;
+    let tx = conn.unchecked_transaction().unwrap();
+    tx.execute("UPDATE accounts SET balance = balance - ?1 WHERE id = ?2", [amount, src]).unwrap();
+    tx.execute("UPDATE accounts SET balance = balance + ?1 WHERE id = ?2", [amount, dst]).unwrap();
+    tx.execute(
+        "INSERT INTO history(seq, src, dst, amount, note) VALUES (?1, ?2, ?3, ?4, ?5)",
+        rusqlite::params![seq as i64, src, dst, amount, format!("transfer {seq} {}", "n".repeat(40))],
+    )
+    .unwrap();
+    tx.commit().unwrap();
+}
+
 /// Commits bank transfers until stopped; `committed` is the last seq whose COMMIT returned.
 struct BankWriter {
     stop: Arc<AtomicBool>,
@@ -96,18 +112,7 @@ impl BankWriter {
             c.store(seq, Ordering::SeqCst);
             while !s.load(Ordering::Relaxed) {
                 seq += 1;
-                let src = rng.range(1, ACCOUNTS as u64 + 1) as i64;
-                let dst = (src - 1 + rng.range(1, ACCOUNTS as u64) as i64) % ACCOUNTS + 1;
-                let amount = rng.range(1, 50) as i64;
-                let tx = conn.unchecked_transaction().unwrap();
-                tx.execute("UPDATE accounts SET balance = balance - ?1 WHERE id = ?2", [amount, src]).unwrap();
-                tx.execute("UPDATE accounts SET balance = balance + ?1 WHERE id = ?2", [amount, dst]).unwrap();
-                tx.execute(
-                    "INSERT INTO history(seq, src, dst, amount, note) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    rusqlite::params![seq as i64, src, dst, amount, format!("transfer {seq} {}", "n".repeat(40))],
-                )
-                .unwrap();
-                tx.commit().unwrap();
+                transfer(&conn, &mut rng, seq);
                 c.store(seq, Ordering::SeqCst);
                 std::thread::sleep(Duration::from_millis(2));
             }
@@ -492,4 +497,84 @@ fn two_daemons_one_file_replica() {
 fn two_daemons_one_s3_replica() {
     let bucket = s3::new_bucket("two-daemons");
     two_daemons(&s3::s3_url(&bucket, "shared"));
+}
+
+/// Opens the bank, commits `n` transfers after `seq` and closes it (with the daemon down, the
+/// application is the last connection: SQLite checkpoints and deletes the WAL). The new seq.
+fn burst(db: &Path, settings: SqliteSettings, rng: &mut Rng, mut seq: u64, n: u64) -> u64 {
+    let conn = settings.open(db, BUSY);
+    for _ in 0..n {
+        seq += 1;
+        transfer(&conn, rng, seq);
+    }
+    seq
+}
+
+/// Restarts of a database that is quiet (its WAL empty) resume without a new image when its
+/// file is as the last capture left it; writes while the daemon is down (the application
+/// closing last, so the WAL is checkpointed and deleted) must still reach the replica. Daemons
+/// are killed (-9) or stopped (TERM, whose final sync stamps a settled file) at random, with
+/// quiet spells longer than the stamp's settling time; every restore is a consistent prefix and
+/// the last one holds every transaction. Cycles 1 and 2 are fixed so a stamp resume surely happens.
+#[test]
+fn quiet_restarts_and_writes_while_stopped_keep_a_consistent_prefix() {
+    let seed = sluice_testkit::seed();
+    let settings = SqliteSettings::draw(seed);
+    let mut rng = Rng(seed ^ 0x9e77);
+    let dir = tempfile::tempdir().unwrap();
+    let (db, cfg, log) = (dir.path().join("bank.db"), dir.path().join("sluice.yml"), dir.path().join("daemon.log"));
+    let url = format!("file://{}", dir.path().join("replica").display());
+    create_bank(&db, &settings);
+    write_config(&cfg, &db, &url);
+    eprintln!("quiet restarts: {settings}");
+    let mut seq = 0;
+    let cycles = std::env::var("SLUICE_QUIET_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(8usize);
+    for cycle in 1..=cycles {
+        // Cycle 1 writes while stopped and lets the file settle; cycle 2 restarts on it untouched.
+        let first = cycle == 1;
+        if first || (cycle > 2 && rng.range(0, 2) == 0) {
+            let n = rng.range(1, 30);
+            seq = burst(&db, settings, &mut rng, seq, n);
+        }
+        // Longer than the stamp's settling time (3 s) in cycle 1, at random afterwards.
+        let settle = if first { 4000 } else { rng.range(0, 4500) };
+        std::thread::sleep(Duration::from_millis(settle));
+        let mut d = start_daemon(&cfg, &log);
+        wait_for_lock(&d, &db);
+        let lived = if first { 1500 } else { rng.range(200, 4500) };
+        std::thread::sleep(Duration::from_millis(lived / 2));
+        if !first && rng.range(0, 2) == 0 {
+            let n = rng.range(1, 30);
+            seq = burst(&db, settings, &mut rng, seq, n);
+        }
+        std::thread::sleep(Duration::from_millis(lived / 2));
+        let term = first || rng.range(0, 3) == 0;
+        if term {
+            let (status, clean) = d.stop("TERM", Duration::from_secs(30));
+            assert!(clean && status.success(), "cycle {cycle}: SIGTERM did not exit 0: {status:?}\n{}", log_tail(&log));
+        } else {
+            d.kill();
+        }
+        let committed = seq;
+        let s = restore_and_check(&url, dir.path(), &format!("q{cycle}.db"), || committed);
+        eprintln!(
+            "cycle {cycle}: {} after {lived} ms; restored N={} of {seq}",
+            if term { "TERM" } else { "kill -9" },
+            s.n
+        );
+        if term {
+            assert_eq!(s.n, seq, "cycle {cycle}: a clean stop left committed transactions out");
+        }
+    }
+    let mut d = start_daemon(&cfg, &log);
+    wait_for_lock(&d, &db);
+    let (status, clean) = d.stop("TERM", Duration::from_secs(30));
+    assert!(clean && status.success(), "final SIGTERM: {status:?}\n{}", log_tail(&log));
+    let s = restore_and_check(&url, dir.path(), "final.db", || seq);
+    assert_eq!(s.n, seq, "the replica lacks committed transactions");
+    assert_level0_contiguous(&url);
+    let resumed =
+        std::fs::read_to_string(&log).unwrap().matches("the WAL is empty and the database file is as").count();
+    eprintln!("quiet-stamp resumes: {resumed}");
+    assert!(resumed > 0, "no restart resumed from the quiet stamp: the test missed its point\n{}", log_tail(&log));
 }
