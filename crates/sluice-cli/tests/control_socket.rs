@@ -1,10 +1,12 @@
 //! The control socket speaks Litestream 0.5's API: the real `litestream` CLI (list, info,
-//! sync, register, unregister, stop, start) drives a Sluice daemon, and `sluice stop` /
+//! sync, register, unregister, stop, start) drives a Sluice daemon, Sluice's CLI drives a
+//! real `litestream replicate`, and `sluice stop` /
 //! `sluice start` pause and resume one database while the others go on. A stopped database
 //! uploads nothing, stays listed, and is not picked up again by `dir:` discovery.
 
 mod common;
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use rusqlite::Connection;
 use serde_json::Value;
 use sluice_testkit::hash::logical_sha256;
 use sluice_testkit::peer::litestream_command;
-use sluice_testkit::process::wait_until;
+use sluice_testkit::process::{ChildGuard, wait_until};
 
 /// Safety net for one CLI run (not a timing assertion); used by `common::run`.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -198,4 +200,51 @@ fn a_stopped_database_of_a_watched_directory_stays_stopped_across_rescans() {
     assert!(wait_until(NOTICE, || status_of(&socket, &second).is_none()), "{:?}", statuses(&socket));
     daemon.stop_ok();
     drop(c1);
+}
+
+#[test]
+fn sluices_cli_drives_a_litestream_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("ls.sock");
+    let (a, b) = (tmp.path().join("a.db"), tmp.path().join("b.db"));
+    let (ca, _cb) = (create_db(&a, 5), create_db(&b, 6));
+    let (ra, rb) = (tmp.path().join("r-a"), tmp.path().join("r-b"));
+    let config = tmp.path().join("litestream.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket:\n  enabled: true\n  path: {}\ndbs:\n  - path: {}\n    replica:\n      url: {}\n",
+            socket.display(),
+            a.display(),
+            url(&ra)
+        ),
+    )
+    .unwrap();
+    let log = File::create(tmp.path().join("litestream.log")).unwrap();
+    let mut daemon = ChildGuard::spawn(
+        litestream_command().arg("replicate").arg("-config").arg(&config).stdout(log.try_clone().unwrap()).stderr(log),
+    );
+    assert!(wait_until(NOTICE, || status_of(&socket, &a).as_deref() == Some("replicating")));
+
+    write(&ca, 50, 20);
+    let synced = ok(&run(sluice().args(["sync", "--wait", "--socket"]).arg(&socket).arg(&a)), "sluice sync --wait");
+    assert!(synced.contains("synced"), "{synced}");
+    assert_eq!(restored_sha(tmp.path(), &ra, "a1.db"), logical_sha256(&a));
+    let info = ok(&run(sluice().args(["info", "--json", "--socket"]).arg(&socket)), "sluice info");
+    let info: Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["pid"], daemon.id(), "{info}");
+
+    let stopped = ok(&run(sluice().args(["stop", "--socket"]).arg(&socket).arg(&a)), "sluice stop");
+    assert!(stopped.contains("stopped"), "{stopped}");
+    assert_eq!(status_of(&socket, &a).as_deref(), Some("stopped"));
+    ok(&run(sluice().args(["start", "--socket"]).arg(&socket).arg(&a)), "sluice start");
+
+    let reg = run(sluice().args(["register", "--replica", &url(&rb), "--socket"]).arg(&socket).arg(&b));
+    assert!(ok(&reg, "sluice register").contains("registered"));
+    ok(&run(sluice().args(["sync", "--wait", "--socket"]).arg(&socket).arg(&b)), "sluice sync --wait b");
+    let un = run(sluice().args(["unregister", "--socket"]).arg(&socket).arg(&b));
+    assert!(ok(&un, "sluice unregister").contains("unregistered"));
+    assert_eq!(restored_sha(tmp.path(), &rb, "b1.db"), logical_sha256(&b));
+    let (_, clean) = daemon.stop("TERM", Duration::from_secs(30));
+    assert!(clean, "litestream did not stop on SIGTERM");
 }
