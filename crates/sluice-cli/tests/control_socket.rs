@@ -10,8 +10,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Daemon, Rng, ok, restore, run, sluice, text};
-use rusqlite::Connection;
+use common::{Daemon, create_wal_db, ok, restore, run, sluice, text, write_rows};
 use serde_json::Value;
 use sluice_testkit::hash::logical_sha256;
 use sluice_testkit::peer::litestream_command;
@@ -21,22 +20,6 @@ use sluice_testkit::process::{ChildGuard, wait_until};
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Upper bound for the daemon to notice something (not an expectation).
 const NOTICE: Duration = Duration::from_secs(60);
-
-fn create_db(path: &Path, seed: u64) -> Connection {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let c = Connection::open(path).unwrap();
-    c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);").unwrap();
-    write(&c, seed, 5);
-    c
-}
-
-fn write(c: &Connection, seed: u64, rows: usize) {
-    let mut rng = Rng::new(seed);
-    for _ in 0..rows {
-        let n = 10 + rng.below(2000) as usize;
-        c.execute("INSERT INTO t(v) VALUES (?1)", [rng.bytes(n)]).unwrap();
-    }
-}
 
 /// `sluice list --json`: each database's status by path.
 fn statuses(socket: &Path) -> Vec<(PathBuf, String)> {
@@ -67,6 +50,19 @@ fn url(dir: &Path) -> String {
     format!("file://{}", dir.display())
 }
 
+/// A config with the control socket at `socket` and one database `db` replicated to `replica`.
+fn socket_config(dir: &Path, socket: &Path, db: &Path, replica: &Path) -> PathBuf {
+    let config = dir.join("litestream.yml");
+    let yaml = format!(
+        "socket:\n  enabled: true\n  path: {}\ndbs:\n  - path: {}\n    replica:\n      url: {}\n",
+        socket.display(),
+        db.display(),
+        url(replica)
+    );
+    std::fs::write(&config, yaml).unwrap();
+    config
+}
+
 fn restored_sha(tmp: &Path, replica: &Path, name: &str) -> String {
     let out = tmp.join(name);
     restore("sluice", &url(replica), &out, None);
@@ -78,19 +74,9 @@ fn litestreams_cli_drives_a_sluice_daemon_through_the_control_socket() {
     let tmp = tempfile::tempdir().unwrap();
     let socket = tmp.path().join("ctl.sock");
     let (a, b) = (tmp.path().join("a.db"), tmp.path().join("b.db"));
-    let (ca, cb) = (create_db(&a, 1), create_db(&b, 2));
+    let (ca, cb) = (create_wal_db(&a, 1), create_wal_db(&b, 2));
     let (ra, rb) = (tmp.path().join("r-a"), tmp.path().join("r-b"));
-    let config = tmp.path().join("litestream.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "socket:\n  enabled: true\n  path: {}\ndbs:\n  - path: {}\n    replica:\n      url: {}\n",
-            socket.display(),
-            a.display(),
-            url(&ra)
-        ),
-    )
-    .unwrap();
+    let config = socket_config(tmp.path(), &socket, &a, &ra);
     let mut daemon = Daemon::start(&config, &[], &tmp.path().join("daemon.log"));
     assert!(wait_until(NOTICE, || status_of(&socket, &a).as_deref() == Some("replicating")), "{}", daemon.log_text());
 
@@ -103,7 +89,7 @@ fn litestreams_cli_drives_a_sluice_daemon_through_the_control_socket() {
     assert_eq!(info["pid"], daemon.guard.id(), "{info}");
 
     // sync -wait: the replica holds every row committed before it.
-    write(&ca, 10, 20);
+    write_rows(&ca, 10, 20);
     let synced = ok(&litestream(&socket, &["sync", "-wait", "-json"], Some(&a)), "litestream sync -wait");
     let synced: Value = serde_json::from_str(&synced).unwrap();
     assert!(synced["replica_txid"].as_u64().unwrap() >= 2, "{synced}");
@@ -112,7 +98,7 @@ fn litestreams_cli_drives_a_sluice_daemon_through_the_control_socket() {
     // register / unregister at run time.
     ok(&litestream(&socket, &["register", "-replica", &url(&rb)], Some(&b)), "litestream register");
     assert!(wait_until(NOTICE, || status_of(&socket, &b).as_deref() == Some("replicating")), "{}", daemon.log_text());
-    write(&cb, 20, 10);
+    write_rows(&cb, 20, 10);
     ok(&litestream(&socket, &["unregister"], Some(&b)), "litestream unregister");
     assert_eq!(status_of(&socket, &b), None);
     // Unregister replies after the last sync.
@@ -123,7 +109,7 @@ fn litestreams_cli_drives_a_sluice_daemon_through_the_control_socket() {
     assert!(stopped.contains("stopped"), "{stopped}");
     assert_eq!(status_of(&socket, &a).as_deref(), Some("stopped"));
     let at_stop = logical_sha256(&a);
-    write(&ca, 30, 20);
+    write_rows(&ca, 30, 20);
     let refused = litestream(&socket, &["sync", "-wait"], Some(&a));
     assert!(!refused.status.success(), "a stopped database cannot sync");
     let refused = run(sluice().args(["sync", "--wait", "--socket"]).arg(&socket).arg(&a));
@@ -155,7 +141,7 @@ fn a_stopped_database_of_a_watched_directory_stays_stopped_across_rescans() {
     let data = tmp.path().join("data");
     let backups = tmp.path().join("backups");
     let first = data.join("first.db");
-    let c1 = create_db(&first, 3);
+    let c1 = create_wal_db(&first, 3);
     let config = tmp.path().join("litestream.yml");
     std::fs::write(
         &config,
@@ -178,7 +164,7 @@ fn a_stopped_database_of_a_watched_directory_stays_stopped_across_rescans() {
 
     // A new database makes discovery rescan the directory: it must not restart the stopped one.
     let second = data.join("second.db");
-    let c2 = create_db(&second, 4);
+    let c2 = create_wal_db(&second, 4);
     assert!(
         wait_until(NOTICE, || status_of(&socket, &second).as_deref() == Some("replicating")),
         "{}",
@@ -187,7 +173,7 @@ fn a_stopped_database_of_a_watched_directory_stays_stopped_across_rescans() {
     assert_eq!(status_of(&socket, &first).as_deref(), Some("stopped"), "{}", daemon.log_text());
 
     // Started again, it catches up with what was written while stopped.
-    write(&c1, 40, 10);
+    write_rows(&c1, 40, 10);
     ok(&run(sluice().args(["start", "--socket"]).arg(&socket).arg(&first)), "sluice start");
     ok(&run(sluice().args(["sync", "--wait", "--socket"]).arg(&socket).arg(&first)), "sluice sync --wait");
     assert_eq!(restored_sha(tmp.path(), &backups.join("first.db"), "f.db"), logical_sha256(&first));
@@ -207,26 +193,16 @@ fn sluices_cli_drives_a_litestream_daemon() {
     let tmp = tempfile::tempdir().unwrap();
     let socket = tmp.path().join("ls.sock");
     let (a, b) = (tmp.path().join("a.db"), tmp.path().join("b.db"));
-    let (ca, _cb) = (create_db(&a, 5), create_db(&b, 6));
+    let (ca, _cb) = (create_wal_db(&a, 5), create_wal_db(&b, 6));
     let (ra, rb) = (tmp.path().join("r-a"), tmp.path().join("r-b"));
-    let config = tmp.path().join("litestream.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "socket:\n  enabled: true\n  path: {}\ndbs:\n  - path: {}\n    replica:\n      url: {}\n",
-            socket.display(),
-            a.display(),
-            url(&ra)
-        ),
-    )
-    .unwrap();
+    let config = socket_config(tmp.path(), &socket, &a, &ra);
     let log = File::create(tmp.path().join("litestream.log")).unwrap();
     let mut daemon = ChildGuard::spawn(
         litestream_command().arg("replicate").arg("-config").arg(&config).stdout(log.try_clone().unwrap()).stderr(log),
     );
     assert!(wait_until(NOTICE, || status_of(&socket, &a).as_deref() == Some("replicating")));
 
-    write(&ca, 50, 20);
+    write_rows(&ca, 50, 20);
     let synced = ok(&run(sluice().args(["sync", "--wait", "--socket"]).arg(&socket).arg(&a)), "sluice sync --wait");
     assert!(synced.contains("synced"), "{synced}");
     assert_eq!(restored_sha(tmp.path(), &ra, "a1.db"), logical_sha256(&a));

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Daemon, Rng, ok, restore, run, sluice, text};
+use common::{Daemon, create_wal_db, ok, restore, run, sluice, text, write_rows};
 use rusqlite::Connection;
 use sluice_testkit::hash::logical_sha256;
 use sluice_testkit::process::wait_until;
@@ -17,27 +17,6 @@ use sluice_testkit::process::wait_until;
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Upper bound for the daemon to notice something (not an expectation).
 const NOTICE: Duration = Duration::from_secs(60);
-
-/// Creates a WAL database at `path` with a few rows; page size varies with `seed`.
-fn create_db(path: &Path, seed: u64) -> Connection {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let c = Connection::open(path).unwrap();
-    let page = [1024, 4096, 8192, 65536][(seed % 4) as usize];
-    c.execute_batch(&format!(
-        "PRAGMA page_size={page}; PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);"
-    ))
-    .unwrap();
-    write(&c, seed, 5);
-    c
-}
-
-fn write(c: &Connection, seed: u64, rows: usize) {
-    let mut rng = Rng::new(seed);
-    for _ in 0..rows {
-        let n = 10 + rng.below(3000) as usize;
-        c.execute("INSERT INTO t(v) VALUES (?1)", [rng.bytes(n)]).unwrap();
-    }
-}
 
 /// The daemon's databases per `sluice list --json`.
 fn listed(socket: &Path) -> Vec<PathBuf> {
@@ -62,7 +41,7 @@ fn a_watched_directory_of_fifty_databases_replicates_each_one_including_those_cr
     let socket = tmp.path().join("ctl.sock");
     let folders = ["", "tenants/a", "tenants/b", "tenants/a/deep/er"];
     let path_of = |i: usize| data.join(folders[i % folders.len()]).join(format!("t{i:02}.db"));
-    let mut conns: Vec<Option<Connection>> = (0..30).map(|i| Some(create_db(&path_of(i), i as u64))).collect();
+    let mut conns: Vec<Option<Connection>> = (0..30).map(|i| Some(create_wal_db(&path_of(i), i as u64))).collect();
     // Not databases to the pattern or by content: never replicated.
     std::fs::write(data.join("notes.txt"), b"hello").unwrap();
     std::fs::write(data.join("fake.db"), b"this is not a SQLite file, only text long enough to tell").unwrap();
@@ -88,7 +67,7 @@ fn a_watched_directory_of_fifty_databases_replicates_each_one_including_those_cr
 
     // At run time: 20 new databases (some in new folders), 5 deleted, writes everywhere.
     for i in 30..50 {
-        conns.push(Some(create_db(&path_of(i), i as u64)));
+        conns.push(Some(create_wal_db(&path_of(i), i as u64)));
     }
     let deleted = [1usize, 7, 12, 33, 40];
     for &i in &deleted {
@@ -101,7 +80,7 @@ fn a_watched_directory_of_fifty_databases_replicates_each_one_including_those_cr
     }
     for (i, c) in conns.iter().enumerate() {
         if let Some(c) = c {
-            write(c, 1000 + i as u64, 3);
+            write_rows(c, 1000 + i as u64, 3);
         }
     }
     let live: Vec<PathBuf> = (0..50).filter(|i| !deleted.contains(i)).map(path_of).collect();
@@ -148,7 +127,7 @@ fn the_control_socket_registers_and_unregisters_databases_at_run_time() {
     let socket = tmp.path().join("run/ctl.sock");
     let fixed = tmp.path().join("fixed.db");
     let extra = tmp.path().join("extra.db");
-    let (c1, c2) = (create_db(&fixed, 1), create_db(&extra, 2));
+    let (c1, c2) = (create_wal_db(&fixed, 1), create_wal_db(&extra, 2));
     let config = tmp.path().join("litestream.yml");
     std::fs::write(
         &config,
@@ -172,7 +151,7 @@ fn the_control_socket_registers_and_unregisters_databases_at_run_time() {
     // Registering twice is harmless.
     let again = run(sluice().args(["register", "--replica", &extra_url, "--socket"]).arg(&socket).arg(&extra));
     assert!(ok(&again, "sluice register again").contains("already registered"));
-    write(&c2, 20, 10);
+    write_rows(&c2, 20, 10);
     // `--config` finds the socket the same way the daemon does.
     ok(&run(sluice().args(["sync", "--wait", "--config"]).arg(&config).arg(&extra)), "sluice sync --wait");
     let r = tmp.path().join("extra-restored.db");
@@ -180,7 +159,7 @@ fn the_control_socket_registers_and_unregisters_databases_at_run_time() {
     assert_eq!(logical_sha256(&r), logical_sha256(&extra));
 
     // Unregister returns after the last sync: everything committed before it is in the replica.
-    write(&c2, 21, 10);
+    write_rows(&c2, 21, 10);
     let un = run(sluice().args(["unregister", "--socket"]).arg(&socket).arg(&extra));
     assert!(ok(&un, "sluice unregister").contains("unregistered"));
     assert_eq!(listed(&socket), vec![fixed.clone()]);
@@ -194,7 +173,7 @@ fn the_control_socket_registers_and_unregisters_databases_at_run_time() {
     let nowhere = run(sluice().args(["list", "--socket"]).arg(tmp.path().join("nope.sock")));
     assert!(!nowhere.status.success());
     assert!(text(&nowhere.stderr).contains("cannot connect to the control socket"), "{}", text(&nowhere.stderr));
-    write(&c1, 30, 5);
+    write_rows(&c1, 30, 5);
     daemon.stop_ok();
     let r3 = tmp.path().join("fixed-restored.db");
     restore("sluice", &format!("file://{}", tmp.path().join("r-fixed").display()), &r3, None);

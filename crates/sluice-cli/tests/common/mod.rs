@@ -340,3 +340,26 @@ impl Setup {
         PathBuf::from(p)
     }
 }
+
+/// Creates a WAL database at `path` with a few rows; page size varies with `seed`.
+#[allow(dead_code)]
+pub fn create_wal_db(path: &Path, seed: u64) -> Connection {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let c = Connection::open(path).unwrap();
+    let page = [1024, 4096, 8192, 65536][(seed % 4) as usize];
+    c.execute_batch(&format!(
+        "PRAGMA page_size={page}; PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);"
+    ))
+    .unwrap();
+    write_rows(&c, seed, 5);
+    c
+}
+
+#[allow(dead_code)]
+pub fn write_rows(c: &Connection, seed: u64, rows: usize) {
+    let mut rng = Rng::new(seed);
+    for _ in 0..rows {
+        let n = 10 + rng.below(3000) as usize;
+        c.execute("INSERT INTO t(v) VALUES (?1)", [rng.bytes(n)]).unwrap();
+    }
+}
