@@ -130,8 +130,24 @@ fn litestreams_cli_drives_a_sluice_daemon_through_the_control_socket() {
     let unknown = run(sluice().args(["stop", "--socket"]).arg(&socket).arg(tmp.path().join("nope.db")));
     assert!(!unknown.status.success());
     assert!(text(&unknown.stderr).contains("is not replicated by this daemon"), "{}", text(&unknown.stderr));
+
+    // A restarted daemon that resumes with nothing new to capture still lists where it is.
+    let before = txids_of(&socket, &a);
+    assert_ne!(before.0, "0000000000000000");
+    daemon.stop_ok();
+    let mut daemon = Daemon::start(&config, &[], &tmp.path().join("daemon-2.log"));
+    assert!(wait_until(NOTICE, || status_of(&socket, &a).as_deref() == Some("replicating")), "{}", daemon.log_text());
+    assert!(wait_until(NOTICE, || txids_of(&socket, &a) == before), "{:?} != {before:?}", txids_of(&socket, &a));
     daemon.stop_ok();
     drop((ca, cb));
+}
+
+/// `sluice list --json`: a database's local and replica TXIDs.
+fn txids_of(socket: &Path, db: &Path) -> (String, String) {
+    let out = ok(&run(sluice().args(["list", "--json", "--socket"]).arg(socket)), "sluice list");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let d = v["databases"].as_array().unwrap().iter().find(|d| d["path"].as_str() == db.to_str()).unwrap().clone();
+    (d["local_txid"].as_str().unwrap().to_string(), d["replica_txid"].as_str().unwrap().to_string())
 }
 
 #[test]

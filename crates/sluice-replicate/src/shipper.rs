@@ -437,6 +437,16 @@ impl Shipper {
         Ok(res)
     }
 
+    /// Resumes at `txid` (database of `commit` pages) with nothing read yet of the WAL
+    /// generation `salts`, whose header checksum is `checksum`.
+    fn resume_at_header(&mut self, txid: TxId, salts: (u32, u32), checksum: (u32, u32), commit: u32) {
+        self.wal_map.clear();
+        self.wal_salts = salts;
+        self.pos = Some(Position { txid, end: WAL_HEADER_SIZE, salts, checksum, commit });
+        // Restarts from here on are ours to follow, as after any first sync.
+        self.running = true;
+    }
+
     /// Drops the position (and frames read ahead): the next sync writes a full image, under
     /// a new TXID.
     pub(crate) fn forget_position(&mut self) {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use sluice_ltx::TxId;
 
-use super::{Deferred, Position, Shipper};
+use super::{Deferred, Shipper};
 use crate::wal::{WAL_HEADER_SIZE, WalHeader};
 
 const NAME: &str = "read-ahead.journal";
@@ -122,17 +122,7 @@ impl Shipper {
             prev_commit: j.prev_commit,
             pgnos: j.pgnos.into_iter().collect::<HashSet<u32>>(),
         });
-        self.wal_map.clear();
-        self.wal_salts = (hdr.salt1, hdr.salt2);
-        self.pos = Some(Position {
-            txid: base,
-            end: WAL_HEADER_SIZE,
-            salts: (hdr.salt1, hdr.salt2),
-            checksum: hdr.checksum,
-            commit: j.commit,
-        });
-        // Restarts from here on are ours to follow, as after any first sync.
-        self.running = true;
+        self.resume_at_header(base, (hdr.salt1, hdr.salt2), hdr.checksum, j.commit);
         true
     }
 }

@@ -20,8 +20,7 @@ use std::os::unix::fs::MetadataExt;
 
 use sluice_ltx::TxId;
 
-use super::{Position, Shipper};
-use crate::wal::WAL_HEADER_SIZE;
+use super::Shipper;
 
 const NAME: &str = "quiet.stamp";
 /// How long the file must have been unchanged to be stamped (coarser than any file system's
@@ -108,12 +107,9 @@ impl Shipper {
             return false;
         }
         tracing::info!(txid = %base, "resuming: the WAL is empty and the database file is as the last capture left it");
-        self.wal_map.clear();
-        self.wal_salts = (0, 0);
         // As after a full image read with no WAL: the next generation starts at its header.
-        self.pos = Some(Position { txid: base, end: WAL_HEADER_SIZE, salts: (0, 0), checksum: (0, 0), commit });
+        self.resume_at_header(base, (0, 0), (0, 0), commit);
         self.stamped = Some(base);
-        self.running = true;
         true
     }
 }
