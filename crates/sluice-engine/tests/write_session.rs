@@ -15,6 +15,7 @@ use sluice_engine::write::WriterOptions;
 use sluice_engine::write::buffer::Fsync;
 use sluice_engine::write::compaction::Retention;
 use sluice_engine::write::session::{WriteOptions, WriteSession};
+use sluice_ltx::TxId;
 use sluice_storage::ReplicaClient;
 
 const PS: usize = 1024;
@@ -236,4 +237,60 @@ fn a_crash_between_staging_a_sync_and_recording_it_keeps_later_commits() {
     assert_eq!(read_all(&s2), want, "nothing committed was lost");
     s2.close().unwrap();
     assert_eq!(restored(&replica_dir, &tmp.path().join("out.db")), want);
+}
+
+/// A sync whose local file cannot be written (here its folder is not a folder; in life a
+/// full disk) fails, and the next sync takes the same TXID: the replica's TXIDs stay one
+/// unbroken chain and it restores the database.
+#[test]
+fn a_failed_sync_leaves_no_gap_in_the_txids() {
+    let tmp = tempfile::tempdir().unwrap();
+    let replica_dir = tmp.path().join("replica");
+    let buffer = tmp.path().join("buf");
+    let s = WriteSession::open(open_replica(&replica_dir), crash_opts(&buffer)).unwrap();
+    s.write_page(1, &page(1, 1)).unwrap();
+    s.commit(1).unwrap();
+    assert_eq!(s.sync_now().unwrap(), TxId(1));
+
+    s.write_page(2, &page(2, 2)).unwrap();
+    s.commit(2).unwrap();
+    let l0 = tmp.path().join("buf.sluice").join("ltx").join("0");
+    let away = tmp.path().join("l0-away");
+    std::fs::rename(&l0, &away).unwrap();
+    std::fs::write(&l0, b"not a folder").unwrap();
+    assert!(s.sync_now().is_err(), "a sync that cannot stage its file fails");
+    std::fs::remove_file(&l0).unwrap();
+    std::fs::rename(&away, &l0).unwrap();
+    assert_eq!(s.sync_now().unwrap(), TxId(2), "the failed sync's TXID is taken again");
+    s.close().unwrap();
+    let want: Vec<u8> = [page(1, 1), page(2, 2)].concat();
+    assert_eq!(restored(&replica_dir, &tmp.path().join("out.db")), want);
+}
+
+/// `wait_durable` right after a commit, whenever the periodic sync happens to be (before,
+/// during or after writing its file), waits for exactly that commit: it neither gives up nor
+/// waits for a TXID no sync will make.
+#[test]
+fn wait_durable_after_each_commit_sees_it_synced() {
+    let seed = sluice_testkit::seed();
+    let tmp = tempfile::tempdir().unwrap();
+    let replica_dir = tmp.path().join("replica");
+    let mut opts = write_opts(&tmp.path().join("buf"), Fsync::Sync);
+    opts.sync_interval = Duration::from_millis(1);
+    let s = WriteSession::open(open_replica(&replica_dir), opts).unwrap();
+    let mut rng = seed | 1;
+    for txn in 1..=300u32 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let p = (txn % 8) + 1;
+        for q in 1..=p {
+            s.write_page(q, &page(q, txn)).unwrap();
+        }
+        s.commit(8.max(p)).unwrap();
+        std::thread::sleep(Duration::from_micros(rng % 1500));
+        assert!(s.wait_durable(Duration::from_secs(30)), "commit {txn} never became durable (SEED={seed})");
+        assert_eq!(s.pending().0, 0, "commit {txn}: nothing pending once durable");
+    }
+    s.close().unwrap();
 }

@@ -41,6 +41,10 @@ struct State {
     buffer: Option<WriteBuffer>,
     /// Highest TXID written locally (the next sync takes the one after).
     last_txid: TxId,
+    /// The sync in progress: the TXID it writes and how many of the buffer's transactions
+    /// it holds. `last_txid` moves only once that file exists, so a failed sync leaves no
+    /// gap in the TXIDs, and `wait_durable` knows which commits the sync covers.
+    in_flight: Option<(TxId, u64)>,
 }
 
 /// A process's write access to one replica.
@@ -115,7 +119,7 @@ impl WriteSession {
             replica,
             writer: writer.clone(),
             tasks: Mutex::new(None),
-            state: Mutex::new(State { buffer, last_txid: view.txid.max(local_max) }),
+            state: Mutex::new(State { buffer, last_txid: view.txid.max(local_max), in_flight: None }),
             syncing: tokio::sync::Mutex::new(()),
             meta,
             opts,
@@ -232,8 +236,14 @@ impl WriteSession {
     pub fn wait_durable(&self, timeout: Duration) -> bool {
         let target = {
             let st = self.state();
-            let pending = st.buffer.as_ref().is_some_and(|b| b.pending().0 > 0);
-            if pending { TxId(st.last_txid.0 + 1) } else { st.last_txid }
+            let pending = st.buffer.as_ref().map_or(0, |b| b.pending().0);
+            match st.in_flight {
+                // Commits after the batch being written go into the TXID after it.
+                Some((txid, taken)) if pending > taken => TxId(txid.0 + 1),
+                Some((txid, _)) => txid,
+                None if pending > 0 => TxId(st.last_txid.0 + 1),
+                None => st.last_txid,
+            }
         };
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
@@ -268,10 +278,21 @@ impl WriteSession {
     async fn sync(&self) -> Result<TxId> {
         let _one = self.syncing.lock().await;
         if let Some((batch, txid, page_size)) = self.take_batch() {
-            let header = self.write_l0(&batch, txid, page_size).await?;
-            if let Some(b) = self.state().buffer.as_mut() {
-                b.synced(&batch, txid)?;
-            }
+            let written = self.write_l0(&batch, txid, page_size).await;
+            let header = {
+                let mut st = self.state();
+                st.in_flight = None;
+                // A file that exists despite an error (its directory's fsync failed) keeps
+                // its TXID: the uploader may take it.
+                if written.is_ok() || self.meta.l0_path(txid, txid).exists() {
+                    st.last_txid = txid;
+                }
+                let header = written?;
+                if let Some(b) = st.buffer.as_mut() {
+                    b.synced(&batch, txid)?;
+                }
+                header
+            };
             self.writer.captured(&header);
         }
         let uploaded = self.writer.upload_now().await?;
@@ -296,8 +317,9 @@ impl WriteSession {
         let mut st = self.state();
         let batch = st.buffer.as_ref()?.batch()?;
         let page_size = st.buffer.as_ref()?.page_size();
-        st.last_txid = TxId(st.last_txid.0.max(self.writer.remote_max().0) + 1);
-        Some((batch, st.last_txid, page_size))
+        let txid = TxId(st.last_txid.0.max(self.writer.remote_max().0) + 1);
+        st.in_flight = Some((txid, batch.txns));
+        Some((batch, txid, page_size))
     }
 
     /// Encodes the batch's pages (read from the buffer file without holding the lock, so
