@@ -36,6 +36,9 @@ pub const MULTIPART_PART_SIZE: u64 = 8 * MIB;
 /// holds at most this many part buffers (16 MiB with the defaults).
 pub const MULTIPART_PARTS_IN_FLIGHT: usize = 2;
 
+/// S3's largest object a single copy request may copy.
+const MAX_SINGLE_COPY: u64 = 5 * 1024 * MIB;
+
 /// S3's (and GCS's XML API) limit on parts per multipart upload.
 const MAX_PARTS: u64 = 10_000;
 
@@ -116,6 +119,34 @@ impl ReplicaClient {
             }
             other => other,
         }
+    }
+
+    /// Stores file `(from_level, min, max)`, already uploaded from `path`, under `to_level`
+    /// as well: a server-side copy on object stores (nothing sent again; user metadata such
+    /// as the timestamp is copied with it), an upload of `path` where there is no copy
+    /// (local replicas, objects above S3's single-copy limit). Returns the bytes sent.
+    pub async fn copy_file(
+        &self,
+        from_level: u8,
+        to_level: u8,
+        (min, max): (TxId, TxId),
+        path: &StdPath,
+        timestamp: DateTime<Utc>,
+    ) -> Result<u64> {
+        let size = tokio::fs::metadata(path).await.map_err(|e| self.local_err("stat", path, e))?.len();
+        if self.local_root.is_some() || size > MAX_SINGLE_COPY {
+            return self.put_file(to_level, min, max, path, timestamp).await;
+        }
+        let (from, to) = (self.key(from_level, min, max), self.key(to_level, min, max));
+        let copied = with_retry(&self.retry, |_| async {
+            match self.store.copy(&from, &to).await {
+                Ok(()) => Ok(true),
+                Err(object_store::Error::NotImplemented { .. }) => Ok(false),
+                Err(e) => Err(self.err("COPY", &to, e)),
+            }
+        })
+        .await?;
+        if copied { Ok(0) } else { self.put_file(to_level, min, max, path, timestamp).await }
     }
 
     async fn put_file_once(

@@ -73,7 +73,12 @@ impl ReplicaClient {
     /// lease), returning the store's own result so callers can tell create-only and
     /// conditional outcomes apart. In a local replica the file is given mode 0600 once
     /// written, inside a root directory that Sluice creates 0700.
-    pub async fn put_root_object(&self, name: &str, body: Bytes, mode: PutMode) -> object_store::Result<()> {
+    pub async fn put_root_object(
+        &self,
+        name: &str,
+        body: Bytes,
+        mode: PutMode,
+    ) -> object_store::Result<Option<String>> {
         let prefix = self.prefix.as_ref().trim_end_matches('/');
         let key = if prefix.is_empty() {
             object_store::path::Path::from(name)
@@ -89,14 +94,14 @@ impl ReplicaClient {
             }
         }
         let opts = PutOptions { mode, ..PutOptions::default() };
-        self.store.put_opts(&key, PutPayload::from_bytes(body), opts).await?;
+        let put = self.store.put_opts(&key, PutPayload::from_bytes(body), opts).await?;
         if let Some(path) = local {
             use std::os::unix::fs::PermissionsExt;
             let private = std::fs::Permissions::from_mode(LOCAL_FILE_MODE);
             std::fs::set_permissions(&path, private)
                 .map_err(|e| object_store::Error::Generic { store: "LocalFileSystem", source: e.into() })?;
         }
-        Ok(())
+        Ok(put.e_tag)
     }
 }
 

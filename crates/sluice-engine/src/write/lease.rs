@@ -40,6 +40,18 @@ pub struct Lease {
     key: Key,
     doc: LeaseDoc,
     ttl: Duration,
+    /// The version our last write created, on stores with conditional writes: a renewal
+    /// is then one conditional write, which fails if anybody else wrote the lease since.
+    etag: Option<String>,
+}
+
+/// What a lease write did.
+enum Put {
+    Written,
+    /// A create-only or conditional write found the lease there or changed.
+    Lost,
+    /// The store has no conditional overwrites (local files).
+    Unsupported,
 }
 
 /// The writer ID kept in the meta directory, created with the database's permissions.
@@ -80,7 +92,13 @@ impl Lease {
             db: db.display().to_string(),
             expires_ms: 0,
         };
-        let mut lease = Lease { client: client.clone(), key, doc, ttl };
+        let mut lease = Lease { client: client.clone(), key, doc, ttl, etag: None };
+        // Most starts find no lease (a new replica, or the last daemon stopped cleanly and
+        // deleted it): a create-only write takes it in one request; a lease that is there
+        // costs the read it needed anyway.
+        if lease.write(PutMode::Create).await? {
+            return Ok(lease);
+        }
         for _ in 0..3 {
             match lease.read().await? {
                 None => {
@@ -143,21 +161,35 @@ impl Lease {
         }
     }
 
-    /// Writes the lease with a fresh expiry; `false` if a create-only write lost a race.
+    /// Writes the lease with a fresh expiry; `false` if a create-only or conditional write
+    /// lost a race.
     async fn write(&mut self, mode: PutMode) -> Result<bool> {
-        self.doc.expires_ms = now_ms() + self.ttl.as_millis() as i64;
-        let body = Bytes::from(serde_json::to_vec(&self.doc).unwrap_or_default());
-        match self.client.put_root_object(LEASE_NAME, body.clone(), mode.clone()).await {
-            Ok(()) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+        match self.put(mode.clone()).await? {
+            Put::Written => Ok(true),
+            Put::Lost => Ok(false),
             // Stores without conditional updates (local files): plain overwrite; the daemon
             // lock file already keeps two daemons on one host apart.
-            Err(object_store::Error::NotImplemented { .. }) if matches!(mode, PutMode::Update(_)) => self
-                .client
-                .put_root_object(LEASE_NAME, body, PutMode::Overwrite)
-                .await
-                .map(|()| true)
-                .map_err(|e| self.store_err("PUT", e)),
+            Put::Unsupported => {
+                self.put(PutMode::Overwrite).await?;
+                self.etag = None;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn put(&mut self, mode: PutMode) -> Result<Put> {
+        self.doc.expires_ms = now_ms() + self.ttl.as_millis() as i64;
+        let body = Bytes::from(serde_json::to_vec(&self.doc).unwrap_or_default());
+        match self.client.put_root_object(LEASE_NAME, body, mode.clone()).await {
+            Ok(etag) => {
+                // A plain overwrite's version is no proof that nobody wrote in between.
+                self.etag = if matches!(mode, PutMode::Overwrite) { None } else { etag };
+                Ok(Put::Written)
+            }
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(Put::Lost),
+            Err(object_store::Error::NotImplemented { .. }) if matches!(mode, PutMode::Update(_)) => {
+                Ok(Put::Unsupported)
+            }
             Err(e) => Err(self.store_err("PUT", e)),
         }
     }
@@ -171,14 +203,24 @@ impl Lease {
         self.renew_now().await
     }
 
-    /// Renews the lease at once: two small requests, which also probe whether storage
-    /// answers again during an outage, before an upload costs a merge.
+    /// Renews the lease at once: one conditional write on stores that have them (two small
+    /// requests otherwise), which also probes whether storage answers again during an
+    /// outage, before an upload costs a merge.
     pub async fn renew_now(&mut self) -> Result<()> {
         let replica = self.client.description().to_string();
         let taken = move |held: &LeaseDoc| Error::Conflict {
             replica: replica.clone(),
             reason: format!("the replica lease was taken over by the daemon for {} on host {:?}", held.db, held.host),
         };
+        if let Some(etag) = self.etag.clone() {
+            match self.put(update(Some(etag))).await? {
+                Put::Written => return Ok(()),
+                // Changed since our write (or our last write's reply was lost): the read
+                // below tells whose it is.
+                Put::Lost => {}
+                Put::Unsupported => self.etag = None,
+            }
+        }
         for _ in 0..3 {
             let written = match self.read().await? {
                 Some((held, _)) if !self.owns(&held) && held.expires_ms >= now_ms() => return Err(taken(&held)),

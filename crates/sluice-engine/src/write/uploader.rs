@@ -49,9 +49,9 @@ pub async fn upload_pending(
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if result.is_ok() && (first, last) == (TxId(1), TxId(1)) && lock(index).files(SNAPSHOT_LEVEL).is_empty() {
             // A new replica's first file is a full image at TXID 1, byte for byte what its
-            // first level-9 snapshot would be: upload it there too instead of encoding the
-            // database a second time.
-            result = client.put_file(SNAPSHOT_LEVEL, first, last, &path, ts).await.map(|_| {
+            // first level-9 snapshot would be: copied there on the server instead of
+            // encoding and uploading the database a second time.
+            result = client.copy_file(0, SNAPSHOT_LEVEL, (first, last), &path, ts).await.map(|sent| {
                 lock(index).add(FileInfo {
                     level: SNAPSHOT_LEVEL,
                     min_txid: first,
@@ -61,8 +61,8 @@ pub async fn upload_pending(
                 });
                 metrics.snapshots.fetch_add(1, Ordering::Relaxed);
                 metrics.files_uploaded.fetch_add(1, Ordering::Relaxed);
-                metrics.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
-                tracing::info!(txid = %last, bytes = size, "uploaded snapshot (the first image)");
+                metrics.bytes_uploaded.fetch_add(sent, Ordering::Relaxed);
+                tracing::info!(txid = %last, bytes = size, sent, "stored snapshot (the first image)");
                 0
             });
         }

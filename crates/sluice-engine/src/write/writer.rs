@@ -86,7 +86,7 @@ async fn permit(s: &tokio::sync::Semaphore) -> Option<tokio::sync::SemaphorePerm
 impl WriterOptions {
     /// Longest wait between two attempts to reach storage: short enough that replication
     /// catches up within a few sync intervals after an outage ends. During an outage an
-    /// attempt costs two small requests (the lease), not an upload.
+    /// attempt costs one small request (renewing the lease), not an upload.
     pub fn retry_cap(&self) -> Duration {
         (self.sync_interval * 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
     }
