@@ -211,6 +211,7 @@ def run_one(tool, n, a, work, moto_port, proxy):
     write_config(cfg, data, proxy.listen, f"{tool}-{n}")
     logf = open(os.path.join(work, f"{tool}-{n}.log"), "wb")
     puts_before = len(proxy.puts)
+    counts_before = proxy.snapshot()[0]
     t0 = time.time()
     proc = subprocess.Popen(tool_cmd(tool, cfg), env=tool_env(tool), stdout=logf, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -225,7 +226,10 @@ def run_one(tool, n, a, work, moto_port, proxy):
         time.sleep(0.1)
     res["startup_s"] = time.time() - t0 if len(seen) >= n else float("nan")
     res["startup_dbs"] = len(seen)
-    ab.log(f"{tool} N={n}: start-up {res['startup_s']:.1f} s ({len(seen)} databases)")
+    counts = proxy.snapshot()[0]
+    by_kind = {k: v - counts_before.get(k, 0) for k, v in sorted(counts.items()) if v - counts_before.get(k, 0)}
+    res["startup_requests"] = sum(by_kind.values())
+    ab.log(f"{tool} N={n}: start-up {res['startup_s']:.1f} s ({len(seen)} databases), requests {by_kind}")
     time.sleep(a.settle_seconds)
     # (a) idle.
     c0, r0 = ab.proc_cpu_s(proc.pid), proxy.snapshot()[0]
@@ -283,6 +287,7 @@ def table(results, a):
 
     rows = [
         ("(c) start-up to first sync of all", "startup_s", "s"),
+        ("(c) requests until then", "startup_requests", ""),
         (f"(a) idle {a.idle_seconds}s: CPU", "idle_cpu_s", "s"),
         ("(a) idle: RSS", "idle_rss_mb", "MB"),
         ("(a) idle: requests", "idle_requests", ""),

@@ -289,6 +289,7 @@ pub fn options(cfg: &Config, db: &DbConfig, events: &FsEvents, limits: &Arc<Limi
         max_pending_size: cfg.max_pending_size,
         events: events.clone(),
         limits: limits.clone(),
+        auto_recover: db.replica.auto_recover,
     }
 }
 

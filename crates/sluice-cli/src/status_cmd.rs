@@ -161,21 +161,13 @@ pub async fn reset(args: ResetArgs) -> Result<ExitCode> {
         },
         Err(_) => None,
     };
-    // Local state only; the lock and writer-id files stay (they say who replicates, not what).
-    let targets: Vec<PathBuf> =
-        [meta.join("ltx"), meta.join("read-ahead.journal")].into_iter().filter(|p| p.exists()).collect();
+    let targets = sluice_replicate::recover::reset_local_state(&meta, args.dry_run)?;
     if targets.is_empty() {
         println!("{}: no local replication state in {}", db.path.display(), meta.display());
         return Ok(ExitCode::SUCCESS);
     }
     for t in &targets {
-        if args.dry_run {
-            println!("would remove {}", t.display());
-            continue;
-        }
-        let r = if t.is_dir() { std::fs::remove_dir_all(t) } else { std::fs::remove_file(t) };
-        r.with_context(|| format!("cannot remove {}", t.display()))?;
-        println!("removed {}", t.display());
+        println!("{} {}", if args.dry_run { "would remove" } else { "removed" }, t.display());
     }
     if !args.dry_run {
         println!("{}: the next `sluice replicate` starts with a new snapshot", db.path.display());

@@ -205,6 +205,15 @@ pub enum Error {
         /// What gave it away.
         reason: String,
     },
+    /// The local files waiting for upload (in the meta directory) are damaged or missing,
+    /// so they no longer continue the replica: uploading them would leave a gap or fork.
+    #[error("local replication state in {dir} is damaged: {reason}")]
+    LocalState {
+        /// The directory of local level-0 files.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// `restore --follow` cannot continue its output from the replica.
     #[error(
         "cannot continue {path} (at TXID {txid}) from replica {replica}: {reason}; \

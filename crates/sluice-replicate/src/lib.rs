@@ -23,7 +23,7 @@ pub mod fsevents;
 pub mod lifecycle;
 pub mod poll;
 pub mod presence;
-mod recover;
+pub mod recover;
 pub mod service;
 pub mod shipper;
 mod shm;

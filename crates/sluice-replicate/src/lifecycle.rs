@@ -80,6 +80,21 @@ pub async fn replicate(
             previous = Some(file);
             continue;
         }
+        if went.is_none()
+            && let Err(Error::LocalState { reason, .. }) = &result
+        {
+            if !opts.auto_recover {
+                tracing::error!(db = %db.display(), %reason, "stopped replicating: the local files awaiting upload no \
+                    longer continue the replica. Set `auto-recover: true` on the replica to start a new snapshot \
+                    instead, or stop the daemon and run `sluice reset {}`", db.display());
+                return result;
+            }
+            tracing::warn!(db = %db.display(), %reason, "auto-recover: removing the local replication state; the \
+                database's current content starts a new snapshot at the next TXID");
+            crate::recover::reset_local_state(&opts.meta_dir, false)?;
+            previous = Some(file);
+            continue;
+        }
         let Some(how) = went else { return result };
         match result {
             Err(e @ Error::Conflict { .. }) => return Err(e),

@@ -4,9 +4,14 @@
 //!
 //! This happens whatever `auto-recover` says: the replacement is detected for certain, and a
 //! new snapshot loses nothing, where stopping would leave the new content unreplicated.
+//!
+//! Local state that no longer continues the replica (level-0 files waiting for upload that are
+//! missing or damaged) is what `auto-recover` is for: [`reset_local_state`] removes it and the
+//! next session starts over the same way. Without it the database stops replicating with an
+//! error that says how to recover (`sluice reset`).
 
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -44,4 +49,26 @@ pub(crate) async fn settle(path: &Path, shutdown: &mut watch::Receiver<bool>) ->
         }
     }
     true
+}
+
+/// Removes the local replication state in `meta_dir` (level-0 files, the read-ahead journal,
+/// the quiet stamp), so the next session resumes from nothing: its first capture is a full
+/// image at the replica's next TXID. The lock and writer-ID files stay: they say who
+/// replicates, not what. Returns what it removed (`dry_run`: what it would remove).
+pub fn reset_local_state(meta_dir: &Path, dry_run: bool) -> sluice_engine::error::Result<Vec<PathBuf>> {
+    let targets: Vec<PathBuf> = [
+        meta_dir.join("ltx"),
+        meta_dir.join(crate::shipper::journal::NAME),
+        meta_dir.join(crate::shipper::stamp::NAME),
+    ]
+    .into_iter()
+    .filter(|p| p.exists())
+    .collect();
+    if !dry_run {
+        for t in &targets {
+            let removed = if t.is_dir() { std::fs::remove_dir_all(t) } else { std::fs::remove_file(t) };
+            removed.map_err(|e| sluice_engine::error::Error::io("remove", t, e))?;
+        }
+    }
+    Ok(targets)
 }

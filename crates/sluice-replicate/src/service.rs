@@ -67,6 +67,9 @@ pub struct ReplicateOptions {
     pub events: FsEvents,
     /// Bounds on storage work shared by the daemon's databases.
     pub limits: Arc<sluice_engine::write::Limits>,
+    /// `auto-recover`: local files awaiting upload that are missing or damaged are removed
+    /// and a new snapshot starts, instead of replication stopping with an error.
+    pub auto_recover: bool,
 }
 
 impl ReplicateOptions {

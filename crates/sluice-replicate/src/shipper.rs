@@ -27,9 +27,9 @@ use sluice_engine::write::local::MetaDir;
 
 // Checkpoints and the write barrier, and snapshots, in their own files.
 mod checkpoint;
-mod journal;
+pub(crate) mod journal;
 mod snapshot;
-mod stamp;
+pub(crate) mod stamp;
 mod witness;
 
 pub use snapshot::SnapshotView;

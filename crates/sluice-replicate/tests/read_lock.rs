@@ -43,6 +43,7 @@ async fn wal_never_restarts_under_the_daemons_read_lock() {
         max_pending_size: 0,
         events: sluice_replicate::fsevents::FsEvents::start(),
         limits: Default::default(),
+        auto_recover: false,
     };
     let client = ReplicaClient::new(Arc::new(object_store::memory::InMemory::new()), StoreKind::File, "r");
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -121,21 +121,25 @@ impl ReplicaClient {
         }
     }
 
-    /// Stores file `(from_level, min, max)`, already uploaded from `path`, under `to_level`
-    /// as well: a server-side copy on object stores (nothing sent again; user metadata such
-    /// as the timestamp is copied with it), an upload of `path` where there is no copy
-    /// (local replicas, objects above S3's single-copy limit). Returns the bytes sent.
+    /// Stores the replica's file `(from_level, min, max)` under `to_level` too, without
+    /// sending it again: a server-side copy on object stores (user metadata such as the
+    /// timestamp goes with it), a file copy in a local replica. `false` where there is no
+    /// such copy (an object above S3's single-copy limit): the caller writes the file itself.
     pub async fn copy_file(
         &self,
         from_level: u8,
         to_level: u8,
         (min, max): (TxId, TxId),
-        path: &StdPath,
+        size: u64,
         timestamp: DateTime<Utc>,
-    ) -> Result<u64> {
-        let size = tokio::fs::metadata(path).await.map_err(|e| self.local_err("stat", path, e))?.len();
-        if self.local_root.is_some() || size > MAX_SINGLE_COPY {
-            return self.put_file(to_level, min, max, path, timestamp).await;
+    ) -> Result<bool> {
+        if let (Some(root), true) = (&self.local_root, self.direct_local) {
+            let src = self.local_path(root, from_level, min, max);
+            self.put_local_file(root, to_level, min, max, &src, timestamp).await?;
+            return Ok(true);
+        }
+        if size > MAX_SINGLE_COPY {
+            return Ok(false);
         }
         let (from, to) = (self.key(from_level, min, max), self.key(to_level, min, max));
         let copied = with_retry(&self.retry, |_| async {
@@ -146,7 +150,10 @@ impl ReplicaClient {
             }
         })
         .await?;
-        if copied { Ok(0) } else { self.put_file(to_level, min, max, path, timestamp).await }
+        if copied && let Some(root) = &self.local_root {
+            self.set_local_file_times(self.local_path(root, to_level, min, max), timestamp).await?;
+        }
+        Ok(copied)
     }
 
     async fn put_file_once(

@@ -19,7 +19,7 @@ use crate::write::now_ms;
 pub fn is_permanent(e: &Error) -> bool {
     match e {
         Error::Storage(s) => s.is_permanent(),
-        Error::Conflict { .. } => true,
+        Error::Conflict { .. } | Error::LocalState { .. } => true,
         _ => false,
     }
 }

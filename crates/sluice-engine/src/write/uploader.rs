@@ -14,7 +14,6 @@ use sluice_storage::{FileInfo, ReplicaClient};
 
 use crate::error::{Error, Result};
 use crate::perms::Perms;
-use crate::restore::SNAPSHOT_LEVEL;
 use crate::write::index::{SharedIndex, lock};
 use crate::write::local::{MetaDir, sync_dir};
 use crate::write::metrics::DbMetrics;
@@ -44,28 +43,26 @@ pub async fn upload_pending(
             note_pending(meta, index, metrics);
             return Ok(remote_max);
         };
-        let (path, ts) = merge_local(meta, &pending, false).await?;
-        let mut result = client.put_file(0, first, last, &path, ts).await;
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if result.is_ok() && (first, last) == (TxId(1), TxId(1)) && lock(index).files(SNAPSHOT_LEVEL).is_empty() {
-            // A new replica's first file is a full image at TXID 1, byte for byte what its
-            // first level-9 snapshot would be: copied there on the server instead of
-            // encoding and uploading the database a second time.
-            result = client.copy_file(0, SNAPSHOT_LEVEL, (first, last), &path, ts).await.map(|sent| {
-                lock(index).add(FileInfo {
-                    level: SNAPSHOT_LEVEL,
-                    min_txid: first,
-                    max_txid: last,
-                    size,
-                    created_at: ts,
-                });
-                metrics.snapshots.fetch_add(1, Ordering::Relaxed);
-                metrics.files_uploaded.fetch_add(1, Ordering::Relaxed);
-                metrics.bytes_uploaded.fetch_add(sent, Ordering::Relaxed);
-                tracing::info!(txid = %last, bytes = size, sent, "stored snapshot (the first image)");
-                0
-            });
+        // Each file must continue the one before, the first the replica: a gap uploaded
+        // would break every restore past it.
+        let mut prev = remote_max;
+        for &(min, max) in &pending {
+            if min.0 != prev.0 + 1 {
+                return Err(local_state(
+                    meta,
+                    format!(
+                        "the local files for TXIDs {}..{} are missing (TXID {prev} is followed by a file starting at \
+                         {min})",
+                        TxId(prev.0 + 1),
+                        TxId(min.0 - 1)
+                    ),
+                ));
+            }
+            prev = max;
         }
+        let (path, ts) = merge_local(meta, &pending, false).await.map_err(|e| damaged_input(meta, e))?;
+        let result = client.put_file(0, first, last, &path, ts).await;
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let _ = std::fs::remove_file(&path);
         match result {
             Ok(_) => {}
@@ -86,6 +83,24 @@ pub async fn upload_pending(
         metrics.bytes_uploaded.fetch_add(size, Ordering::Relaxed);
         metrics.files_uploaded.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(min = %first, max = %last, bytes = size, "uploaded L0");
+    }
+}
+
+fn local_state(meta: &MetaDir, reason: String) -> Error {
+    Error::LocalState { dir: meta.root().join("ltx").join("0"), reason }
+}
+
+/// A merge that failed on one of its inputs (missing, damaged, or not continuing the one
+/// before) becomes [`Error::LocalState`]; a failure writing the output (a full disk) stays
+/// what it is.
+fn damaged_input(meta: &MetaDir, e: Error) -> Error {
+    let in_l0 = |p: &Path| p.parent() == Some(meta.root().join("ltx").join("0").as_path());
+    match e {
+        Error::Ltx { ref file, .. } if in_l0(Path::new(file)) => local_state(meta, e.to_string()),
+        Error::Io { ref path, ref source, .. } if in_l0(path) && source.kind() == std::io::ErrorKind::NotFound => {
+            local_state(meta, e.to_string())
+        }
+        e => e,
     }
 }
 

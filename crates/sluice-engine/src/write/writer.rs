@@ -128,6 +128,12 @@ pub async fn connect(
     }
 }
 
+/// How long after the first upload a new replica's first image is copied as its snapshot:
+/// the first compaction level's interval (capped at a minute).
+fn first_snapshot_delay(opts: &WriterOptions) -> Duration {
+    opts.levels.first().copied().unwrap_or(Duration::from_secs(30)).min(Duration::from_secs(60))
+}
+
 /// One replica's writer. Cheap to clone: the clones share everything.
 #[derive(Clone)]
 pub struct ReplicaWriter {
@@ -202,8 +208,8 @@ impl ReplicaWriter {
     }
 
     /// Starts the uploader and the maintenance task. `needs_snapshot`: take one as soon as
-    /// the first upload is done (`first_image`: a full image at that TXID, which the uploader
-    /// files as the snapshot itself). `source` gives a database image when the replica has no
+    /// the first upload is done (`first_image`: a full image at that TXID; at TXID 1 it is
+    /// copied as the snapshot, shortly after). `source` gives a database image when the replica has no
     /// snapshot to merge one from.
     pub fn start(&self, source: Arc<dyn ImageSource>, needs_snapshot: bool, first_image: Option<TxId>) -> Tasks {
         let (stop, stop_rx) = watch::channel(false);
@@ -368,14 +374,23 @@ impl ReplicaWriter {
                     _ = tokio::time::sleep(Duration::from_secs(1)), if snapshot_failed => {}
                     _ = stop.changed() => return Ok(()),
                 }
-                if first_image.is_some_and(|t| lock(index).level_max(SNAPSHOT_LEVEL) >= t) {
-                    // The uploader filed the first image as the snapshot.
-                    needs_snapshot = false;
-                    continue;
+                let copy = first_image == Some(TxId(1)) && !snapshot_failed;
+                if copy {
+                    // When many databases start at once, every first level-0 upload goes
+                    // before any snapshot copy.
+                    tokio::select! {
+                        _ = tokio::time::sleep(first_snapshot_delay(opts)) => {}
+                        _ = stop.changed() => return Ok(()),
+                    }
                 }
                 let _permit = permit(&opts.limits.maintenance).await;
-                match compaction::snapshot(client, meta, source.as_ref(), index, metrics).await {
-                    Ok(_) => needs_snapshot = false,
+                let taken = match if copy { self.first_image_as_snapshot().await } else { Ok(false) } {
+                    Ok(true) => Ok(()),
+                    Ok(false) => compaction::snapshot(client, meta, source.as_ref(), index, metrics).await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                match taken {
+                    Ok(()) => needs_snapshot = false,
                     Err(e) => {
                         snapshot_failed = true;
                         self.maintenance_failed("snapshot", &e);
@@ -443,6 +458,22 @@ impl ReplicaWriter {
                 }
             }
         }
+    }
+
+    /// A new replica's first level-0 file, a full image at TXID 1, is byte for byte its first
+    /// snapshot: copied on the server instead of encoded and sent again. `false` if there is
+    /// no such file or no such copy.
+    async fn first_image_as_snapshot(&self) -> Result<bool> {
+        let first = lock(&self.index).files(0).iter().find(|f| (f.min_txid, f.max_txid) == (TxId(1), TxId(1))).cloned();
+        let Some(f) = first else { return Ok(false) };
+        if !self.client.copy_file(0, SNAPSHOT_LEVEL, (f.min_txid, f.max_txid), f.size, f.created_at).await? {
+            return Ok(false);
+        }
+        lock(&self.index).add(sluice_storage::FileInfo { level: SNAPSHOT_LEVEL, ..f });
+        self.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
+        self.metrics.files_uploaded.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(txid = %f.max_txid, bytes = f.size, "stored snapshot (a copy of the first image)");
+        Ok(true)
     }
 
     /// A failed compaction or snapshot: part of an outage when storage failed (logged once

@@ -18,7 +18,7 @@ use sluice_ltx::TxId;
 use super::{Deferred, Shipper};
 use crate::wal::{WAL_HEADER_SIZE, WalHeader};
 
-const NAME: &str = "read-ahead.journal";
+pub(crate) const NAME: &str = "read-ahead.journal";
 const MAGIC: &[u8; 4] = b"SLJ1";
 
 /// What the journal records.

@@ -22,7 +22,7 @@ use sluice_ltx::TxId;
 
 use super::Shipper;
 
-const NAME: &str = "quiet.stamp";
+pub(crate) const NAME: &str = "quiet.stamp";
 /// How long the file must have been unchanged to be stamped (coarser than any file system's
 /// time granularity).
 const SETTLED: std::time::Duration = std::time::Duration::from_secs(3);

@@ -51,6 +51,7 @@ pub fn options(db: &Path) -> ReplicateOptions {
         max_pending_size: 0,
         events: sluice_replicate::fsevents::FsEvents::start(),
         limits: Default::default(),
+        auto_recover: false,
     }
 }
 
