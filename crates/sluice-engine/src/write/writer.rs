@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sluice_ltx::{Header, TxId};
-use sluice_storage::ReplicaClient;
+use sluice_storage::{FileInfo, ReplicaClient};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -148,6 +148,9 @@ pub struct ReplicaWriter {
     wake: Arc<Notify>,
     /// An upload finished: a first snapshot may follow.
     uploaded: Arc<Notify>,
+    /// One snapshot at a time (the first one, the daily one, `--force-snapshot`): they
+    /// share a temp file, and the second finds the first's result.
+    snapshotting: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The writer's background tasks; [`ReplicaWriter::finish`] stops them.
@@ -189,6 +192,7 @@ impl ReplicaWriter {
             opts,
             wake: Arc::new(Notify::new()),
             uploaded: Arc::new(Notify::new()),
+            snapshotting: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -254,8 +258,29 @@ impl ReplicaWriter {
     pub async fn snapshot_now(&self, source: &dyn ImageSource) -> Result<Option<TxId>> {
         self.upload_now().await?;
         let _permit = permit(&self.opts.limits.maintenance).await;
-        let info = compaction::snapshot(&self.client, &self.meta, source, &self.index, &self.metrics).await?;
-        Ok(info.map(|f| f.max_txid))
+        Ok(self.latest_snapshot(source).await?.map(|f| f.max_txid))
+    }
+
+    /// A snapshot at the replica's latest TXID (the daily one, `--force-snapshot`); `None`
+    /// if the latest snapshot is current. A replica without one first gets its first image
+    /// copied as one, so the new snapshot is merged from the replica, not read from the
+    /// database.
+    async fn latest_snapshot(&self, source: &dyn ImageSource) -> Result<Option<FileInfo>> {
+        let _one = self.snapshotting.lock().await;
+        if !self.has_snapshot() {
+            self.first_image_as_snapshot().await?;
+        }
+        compaction::snapshot(&self.client, &self.meta, source, &self.index, &self.metrics).await
+    }
+
+    /// Gives a replica without a snapshot its first one: its first image copied, or else
+    /// a snapshot built from the replica or the database.
+    async fn first_snapshot(&self, source: &dyn ImageSource) -> Result<()> {
+        let _one = self.snapshotting.lock().await;
+        if self.has_snapshot() || self.first_image_as_snapshot().await? {
+            return Ok(());
+        }
+        compaction::snapshot(&self.client, &self.meta, source, &self.index, &self.metrics).await.map(|_| ())
     }
 
     /// Applies snapshot and L0 retention now (`replicate --once --enforce-retention`).
@@ -289,6 +314,15 @@ impl ReplicaWriter {
                 match self.upload_now().await {
                     Ok(_) => {
                         self.outage.succeeded(&self.metrics);
+                        // A new replica stopped before its first image was copied as its
+                        // snapshot: one request now saves reading the database later.
+                        // (Not while a snapshot is being taken: that one finishes the job.)
+                        if let Ok(_one) = self.snapshotting.try_lock()
+                            && !self.has_snapshot()
+                            && let Err(e) = self.first_image_as_snapshot().await
+                        {
+                            tracing::debug!(error = %e, "copying the first image as the snapshot failed");
+                        }
                         break;
                     }
                     Err(e) if is_permanent(&e) || Instant::now() >= deadline => {
@@ -374,22 +408,17 @@ impl ReplicaWriter {
                     _ = tokio::time::sleep(Duration::from_secs(1)), if snapshot_failed => {}
                     _ = stop.changed() => return Ok(()),
                 }
-                let copy = first_image == Some(TxId(1)) && !snapshot_failed;
-                if copy {
-                    // When many databases start at once, every first level-0 upload goes
-                    // before any snapshot copy.
+                if first_image == Some(TxId(1)) && !snapshot_failed {
+                    // A new replica: its first image becomes the snapshot by a copy, a little
+                    // later, so that when many databases start at once every first level-0
+                    // upload goes before any copy (a stop copies at once).
                     tokio::select! {
                         _ = tokio::time::sleep(first_snapshot_delay(opts)) => {}
                         _ = stop.changed() => return Ok(()),
                     }
                 }
                 let _permit = permit(&opts.limits.maintenance).await;
-                let taken = match if copy { self.first_image_as_snapshot().await } else { Ok(false) } {
-                    Ok(true) => Ok(()),
-                    Ok(false) => compaction::snapshot(client, meta, source.as_ref(), index, metrics).await.map(|_| ()),
-                    Err(e) => Err(e),
-                };
-                match taken {
+                match self.first_snapshot(source.as_ref()).await {
                     Ok(()) => needs_snapshot = false,
                     Err(e) => {
                         snapshot_failed = true;
@@ -444,7 +473,7 @@ impl ReplicaWriter {
             if snap_due <= now {
                 snap_due = next_boundary(opts.snapshot_interval);
                 let _permit = permit(&opts.limits.maintenance).await;
-                match compaction::snapshot(client, meta, source.as_ref(), index, metrics).await {
+                match self.latest_snapshot(source.as_ref()).await {
                     Ok(Some(_)) => {
                         if let Err(e) =
                             compaction::enforce_snapshot_retention(client, index, &opts.retention, metrics).await
@@ -469,7 +498,7 @@ impl ReplicaWriter {
         if !self.client.copy_file(0, SNAPSHOT_LEVEL, (f.min_txid, f.max_txid), f.size, f.created_at).await? {
             return Ok(false);
         }
-        lock(&self.index).add(sluice_storage::FileInfo { level: SNAPSHOT_LEVEL, ..f });
+        lock(&self.index).add(FileInfo { level: SNAPSHOT_LEVEL, ..f });
         self.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
         self.metrics.files_uploaded.fetch_add(1, Ordering::Relaxed);
         tracing::info!(txid = %f.max_txid, bytes = f.size, "stored snapshot (a copy of the first image)");
