@@ -18,6 +18,9 @@ use crate::service::{ReplicateOptions, Request, replicate_db};
 use sluice_engine::error::{Error, Result};
 use sluice_engine::write::metrics::DbMetrics;
 
+/// A second auto-recovery sooner than this after the first stops replication instead: the
+/// damage is coming back, and each recovery reads the whole database.
+const RECOVERY_MIN_GAP: Duration = Duration::from_secs(60);
 /// Shortest interval between checks that the database file is still there.
 const MIN_GONE_CHECK: Duration = Duration::from_millis(50);
 
@@ -34,6 +37,7 @@ pub async fn replicate(
     let db = opts.db_path.clone();
     let every = opts.monitor_interval.max(MIN_GONE_CHECK);
     let mut previous: Option<DbFile> = None;
+    let mut recovered_at = None;
     let mut events = opts.events.database(&db);
     loop {
         let Some(file) = presence::wait_for_database(&db, &mut events, &mut shutdown, &mut requests).await else {
@@ -85,10 +89,16 @@ pub async fn replicate(
         {
             if !opts.auto_recover {
                 tracing::error!(db = %db.display(), %reason, "stopped replicating: the local files awaiting upload no \
-                    longer continue the replica. Set `auto-recover: true` on the replica to start a new snapshot \
-                    instead, or stop the daemon and run `sluice reset {}`", db.display());
+                    longer continue the replica. A restart of the daemon starts a new snapshot (set `auto-recover: \
+                    true` on the replica to have that done without stopping)");
                 return result;
             }
+            if recovered_at.is_some_and(|t: std::time::Instant| t.elapsed() < RECOVERY_MIN_GAP) {
+                tracing::error!(db = %db.display(), %reason, "stopped replicating: auto-recover did not help (the \
+                    local state was reset moments ago and is damaged again)");
+                return result;
+            }
+            recovered_at = Some(std::time::Instant::now());
             tracing::warn!(db = %db.display(), %reason, "auto-recover: removing the local replication state; the \
                 database's current content starts a new snapshot at the next TXID");
             crate::recover::reset_local_state(&opts.meta_dir, false)?;

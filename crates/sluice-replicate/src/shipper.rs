@@ -314,6 +314,25 @@ impl Shipper {
             self.meta.clear()?;
             return Ok(());
         }
+        // Files awaiting upload must go on from the replica's end, TXID by TXID. They do not
+        // when the replica was emptied or replaced while the daemon was down, or a file was
+        // removed from here: a new snapshot then loses nothing (the database holds it all),
+        // where uploading them would leave a gap.
+        let pending: Vec<(TxId, TxId)> =
+            self.meta.list_l0()?.into_iter().filter(|(min, _)| *min > remote_max).collect();
+        let mut end = remote_max;
+        let continues = pending.iter().all(|&(min, max)| {
+            let next = min.0 == end.0 + 1;
+            end = max;
+            next
+        });
+        if !continues {
+            tracing::warn!(local = %h.max_txid, remote = %remote_max, "the local files awaiting upload do not continue the \
+                replica; starting a new snapshot");
+            self.meta.clear()?;
+            self.clear_journal();
+            return Ok(());
+        }
         self.floor = TxId(h.max_txid.0 + 1).max(self.floor);
         if !self.opts.resume {
             // Another database than the one the local files describe: TXIDs go on, the WAL

@@ -2,8 +2,9 @@
 //! outage). They no longer continue the replica, and uploading what is left would leave a gap
 //! that breaks every restore past it. Without `auto-recover` replication stops with an error
 //! that names the directory and the missing TXIDs, and the replica keeps one unbroken
-//! history; with it, the local state is reset and the database's current content starts a
-//! new snapshot: the replica restores every committed row and level 0 stays contiguous.
+//! history; a restart then starts a new snapshot. With it, the local state is reset and the
+//! database's current content starts a new snapshot without a stop. Either way the replica
+//! restores every committed row and level 0 stays contiguous.
 //!
 //! The replica is an in-memory store behind `FaultyStore`, whose transient failure rate is
 //! the outage switch.
@@ -85,6 +86,17 @@ async fn run(auto_recover: bool) {
         let out = restore_latest(&direct, tmp.path(), "stopped.db").await;
         assert!(synced_rows(&out) >= 5, "the rows synced before the outage restore");
         assert_eq!(rows(&out), rows_of(&db, synced_rows(&out)), "the replica restores a prefix");
+        // A restart finds local files that do not continue the replica: a new snapshot.
+        let opts = sluice_replicate::ReplicateOptions { auto_recover, ..options(&db) };
+        let again = Running::start_with(opts, clean_client(&store));
+        next = insert_rows(&app, "restarted", next, 2);
+        let txid = again.sync().await.unwrap_or_else(|e| panic!("sync after the restart: {e} (SEED={seed})"));
+        assert!(txid > synced);
+        assert_level0_contiguous(&direct).await;
+        let out = restore_latest(&direct, tmp.path(), "restarted.db").await;
+        assert_eq!(rows(&out), rows(&db), "every committed row restores after the restart (SEED={seed})");
+        assert_eq!(rows(&out).len() as u64, next - 1);
+        again.stop().await.unwrap();
         return;
     }
 

@@ -78,7 +78,7 @@ impl ReplicaClient {
         name: &str,
         body: Bytes,
         mode: PutMode,
-    ) -> object_store::Result<Option<String>> {
+    ) -> object_store::Result<object_store::UpdateVersion> {
         let prefix = self.prefix.as_ref().trim_end_matches('/');
         let key = if prefix.is_empty() {
             object_store::path::Path::from(name)
@@ -101,7 +101,7 @@ impl ReplicaClient {
             std::fs::set_permissions(&path, private)
                 .map_err(|e| object_store::Error::Generic { store: "LocalFileSystem", source: e.into() })?;
         }
-        Ok(put.e_tag)
+        Ok(object_store::UpdateVersion { e_tag: put.e_tag, version: put.version })
     }
 }
 

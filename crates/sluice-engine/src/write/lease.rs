@@ -42,7 +42,7 @@ pub struct Lease {
     ttl: Duration,
     /// The version our last write created, on stores with conditional writes: a renewal
     /// is then one conditional write, which fails if anybody else wrote the lease since.
-    etag: Option<String>,
+    etag: Option<UpdateVersion>,
 }
 
 /// What a lease write did.
@@ -141,10 +141,11 @@ impl Lease {
         held.writer == self.doc.writer && held.host == self.doc.host
     }
 
-    async fn read(&self) -> Result<Option<(LeaseDoc, Option<String>)>> {
+    async fn read(&self) -> Result<Option<(LeaseDoc, UpdateVersion)>> {
         match self.client.store().get(&self.key).await {
             Ok(r) => {
-                let etag = r.meta.e_tag.clone();
+                // GCS matches on the generation (`version`), the others on the ETag.
+                let etag = UpdateVersion { e_tag: r.meta.e_tag.clone(), version: r.meta.version.clone() };
                 let bytes = r.bytes().await.map_err(|e| self.store_err("GET", e))?;
                 // An unreadable lease is treated as expired rather than blocking forever.
                 let doc = serde_json::from_slice(&bytes).unwrap_or(LeaseDoc {
@@ -181,9 +182,10 @@ impl Lease {
         self.doc.expires_ms = now_ms() + self.ttl.as_millis() as i64;
         let body = Bytes::from(serde_json::to_vec(&self.doc).unwrap_or_default());
         match self.client.put_root_object(LEASE_NAME, body, mode.clone()).await {
-            Ok(etag) => {
+            Ok(v) => {
                 // A plain overwrite's version is no proof that nobody wrote in between.
-                self.etag = if matches!(mode, PutMode::Overwrite) { None } else { etag };
+                let known = v.e_tag.is_some() || v.version.is_some();
+                self.etag = (known && !matches!(mode, PutMode::Overwrite)).then_some(v);
                 Ok(Put::Written)
             }
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(Put::Lost),
@@ -213,7 +215,7 @@ impl Lease {
             reason: format!("the replica lease was taken over by the daemon for {} on host {:?}", held.db, held.host),
         };
         if let Some(etag) = self.etag.clone() {
-            match self.put(update(Some(etag))).await? {
+            match self.put(update(etag)).await? {
                 Put::Written => return Ok(()),
                 // Changed since our write (or our last write's reply was lost): the read
                 // below tells whose it is.
@@ -253,10 +255,7 @@ impl Lease {
     }
 }
 
-/// A conditional overwrite of the version read (plain overwrite when the store gave no ETag).
-fn update(etag: Option<String>) -> PutMode {
-    match etag {
-        Some(e) => PutMode::Update(UpdateVersion { e_tag: Some(e), version: None }),
-        None => PutMode::Overwrite,
-    }
+/// A conditional overwrite of the version read (plain overwrite when the store gave none).
+fn update(v: UpdateVersion) -> PutMode {
+    if v.e_tag.is_none() && v.version.is_none() { PutMode::Overwrite } else { PutMode::Update(v) }
 }

@@ -226,9 +226,15 @@ impl WriteSession {
     /// Syncs now and uploads; the replica's TXID afterwards. Blocking.
     pub fn sync_now(self: &Arc<Self>) -> Result<TxId> {
         let me = self.clone();
-        block_on(async move { me.sync().await }, Duration::from_secs(60), self.replica.description(), || {
-            "a sync".into()
-        })
+        // Its own task: a caller that stops waiting must not cancel a sync halfway (its
+        // local file may be written, its TXID not yet recorded).
+        let sync = runtime().spawn(async move { me.sync().await });
+        block_on(
+            async move { sync.await.map_err(|e| Error::Task(e.to_string()))? },
+            Duration::from_secs(60),
+            self.replica.description(),
+            || "a sync".into(),
+        )
     }
 
     /// Waits until everything committed so far is in the replica (riding the periodic syncs);
@@ -366,6 +372,7 @@ async fn sync_loop(
     every: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut warned: Option<String> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -379,8 +386,15 @@ async fn sync_loop(
         if !new_commits && s.writer.remote_max() <= s.replica.latest().txid {
             continue;
         }
-        if let Err(e) = s.sync().await {
-            tracing::debug!(error = %e, "sync failed; retrying at the next interval");
+        match s.sync().await {
+            // Retried anyway, but said once: a conflict or damaged local files need a person.
+            Err(e) if super::outage::is_permanent(&e) => {
+                if warned.replace(e.to_string()).as_deref() != Some(&e.to_string()) {
+                    tracing::warn!(error = %e, "sync failed; retrying at every interval");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "sync failed; retrying at the next interval"),
+            Ok(_) => {}
         }
     }
 }

@@ -45,7 +45,9 @@ pub async fn upload_pending(
         };
         // Each file must continue the one before, the first the replica: a gap uploaded
         // would break every restore past it.
-        let mut prev = remote_max;
+        // (A full image may also follow a snapshot that is ahead of the level-0 chain.)
+        let snapshot_end = lock(index).max_txid();
+        let mut prev = if first.0 == snapshot_end.0 + 1 { snapshot_end } else { remote_max };
         for &(min, max) in &pending {
             if min.0 != prev.0 + 1 {
                 return Err(local_state(
@@ -96,7 +98,10 @@ fn local_state(meta: &MetaDir, reason: String) -> Error {
 fn damaged_input(meta: &MetaDir, e: Error) -> Error {
     let in_l0 = |p: &Path| p.parent() == Some(meta.root().join("ltx").join("0").as_path());
     match e {
-        Error::Ltx { ref file, .. } if in_l0(Path::new(file)) => local_state(meta, e.to_string()),
+        // Damaged bytes come from an input even when the error names the merge's output.
+        Error::Ltx { ref file, ref source } if in_l0(Path::new(file)) || source.is_corruption() => {
+            local_state(meta, e.to_string())
+        }
         Error::Io { ref path, ref source, .. } if in_l0(path) && source.kind() == std::io::ErrorKind::NotFound => {
             local_state(meta, e.to_string())
         }

@@ -273,11 +273,12 @@ impl ReplicaWriter {
         compaction::snapshot(&self.client, &self.meta, source, &self.index, &self.metrics).await
     }
 
-    /// Gives a replica without a snapshot its first one: its first image copied, or else
-    /// a snapshot built from the replica or the database.
+    /// The snapshot a session starts with (a new replica, or a database that replaced the
+    /// one replicated before): a new replica's first image copied, or else one built from
+    /// the replica or the database.
     async fn first_snapshot(&self, source: &dyn ImageSource) -> Result<()> {
         let _one = self.snapshotting.lock().await;
-        if self.has_snapshot() || self.first_image_as_snapshot().await? {
+        if !self.has_snapshot() && self.first_image_as_snapshot().await? {
             return Ok(());
         }
         compaction::snapshot(&self.client, &self.meta, source, &self.index, &self.metrics).await.map(|_| ())
@@ -495,8 +496,12 @@ impl ReplicaWriter {
     async fn first_image_as_snapshot(&self) -> Result<bool> {
         let first = lock(&self.index).files(0).iter().find(|f| (f.min_txid, f.max_txid) == (TxId(1), TxId(1))).cloned();
         let Some(f) = first else { return Ok(false) };
-        if !self.client.copy_file(0, SNAPSHOT_LEVEL, (f.min_txid, f.max_txid), f.size, f.created_at).await? {
-            return Ok(false);
+        match self.client.copy_file(0, SNAPSHOT_LEVEL, (f.min_txid, f.max_txid), f.size, f.created_at).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(false),
+            // Our own earlier copy (the listing had none) whose reply or fsync failed.
+            Err(e) if e.is_already_exists() => {}
+            Err(e) => return Err(e.into()),
         }
         lock(&self.index).add(FileInfo { level: SNAPSHOT_LEVEL, ..f });
         self.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
