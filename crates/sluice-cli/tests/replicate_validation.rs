@@ -101,11 +101,20 @@ fn wait_failure(d: &mut Daemon, port: u16, file: &str) {
     assert!(line.contains("txid="), "the error line does not name the TXID: {line}");
 }
 
-/// The snapshot file (level 9) of a listing, as `9/<min>-<max>.ltx`.
+/// The snapshot file (level 9) of a listing, as `9/<min>-<max>.ltx`. A new replica's first
+/// snapshot comes one compaction interval (30 s) after its first upload: waited for.
 fn snapshot_label(url: &str) -> String {
-    let snap = sluice_ltx(url).into_iter().filter(|f| f.level == 9).max().expect("a snapshot in the replica");
+    let mut snap = None;
+    let found = wait_until(SNAPSHOT_DEADLINE, || {
+        snap = sluice_ltx(url).into_iter().filter(|f| f.level == 9).max();
+        snap.is_some()
+    });
+    let snap = snap.filter(|_| found).expect("a snapshot in the replica");
     format!("9/{:016x}-{:016x}.ltx", snap.min, snap.max)
 }
+
+/// Bound for a new replica's first snapshot (the first compaction interval, 30 s).
+const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(120);
 
 fn flip_middle(bytes: &mut [u8]) {
     let mid = bytes.len() / 2;
