@@ -92,10 +92,7 @@ async fn run(auto_recover: bool) {
         next = insert_rows(&app, "restarted", next, 2);
         let txid = again.sync().await.unwrap_or_else(|e| panic!("sync after the restart: {e} (SEED={seed})"));
         assert!(txid > synced);
-        assert_level0_contiguous(&direct).await;
-        let out = restore_latest(&direct, tmp.path(), "restarted.db").await;
-        assert_eq!(rows(&out), rows(&db), "every committed row restores after the restart (SEED={seed})");
-        assert_eq!(rows(&out).len() as u64, next - 1);
+        assert_restores_every_row(&direct, tmp.path(), &db, next - 1, seed).await;
         again.stop().await.unwrap();
         return;
     }
@@ -112,11 +109,16 @@ async fn run(auto_recover: bool) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(txid > synced);
-    assert_level0_contiguous(&direct).await;
-    let out = restore_latest(&direct, tmp.path(), "recovered.db").await;
-    assert_eq!(rows(&out), rows(&db), "every committed row restores (SEED={seed})");
-    assert_eq!(rows(&out).len() as u64, next - 1);
+    assert_restores_every_row(&direct, tmp.path(), &db, next - 1, seed).await;
     running.stop().await.unwrap();
+}
+
+/// Level 0 is one unbroken history and the latest restore holds the source's `n` rows.
+async fn assert_restores_every_row(direct: &ReplicaClient, dir: &Path, db: &Path, n: u64, seed: u64) {
+    assert_level0_contiguous(direct).await;
+    let out = restore_latest(direct, dir, "restored.db").await;
+    assert_eq!(rows(&out), rows(db), "every committed row restores (SEED={seed})");
+    assert_eq!(rows(&out).len() as u64, n);
 }
 
 /// The source's rows with id ≤ `n`.
