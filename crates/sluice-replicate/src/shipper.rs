@@ -320,13 +320,7 @@ impl Shipper {
         // where uploading them would leave a gap.
         let pending: Vec<(TxId, TxId)> =
             self.meta.list_l0()?.into_iter().filter(|(min, _)| *min > remote_max).collect();
-        let mut end = remote_max;
-        let continues = pending.iter().all(|&(min, max)| {
-            let next = min.0 == end.0 + 1;
-            end = max;
-            next
-        });
-        if !continues {
+        if sluice_engine::write::local::first_gap(remote_max, &pending).is_some() {
             tracing::warn!(local = %h.max_txid, remote = %remote_max, "the local files awaiting upload do not continue the \
                 replica; starting a new snapshot");
             self.meta.clear()?;

@@ -10,12 +10,11 @@
 //! the outage switch.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_engine::Error;
 use sluice_ltx::TxId;
-use sluice_storage::{FaultyStore, ReplicaClient, RetryPolicy, StoreKind};
+use sluice_storage::{ReplicaClient, RetryPolicy};
 
 mod common;
 
@@ -44,9 +43,8 @@ async fn run(auto_recover: bool) {
     let db = tmp.path().join("app.db");
     create_db(&db);
     let store = memory_store();
-    let faulty = FaultyStore::new(store.clone(), seed);
-    let fast = RetryPolicy { max_attempts: 1, base: Duration::from_millis(1), cap: Duration::from_millis(5) };
-    let client = ReplicaClient::new(Arc::new(faulty.clone()), StoreKind::File, PREFIX).with_retry_policy(fast);
+    let (faulty, client) = faulty_client(&store, seed);
+    let client = client.with_retry_policy(RetryPolicy::none());
     let opts = sluice_replicate::ReplicateOptions { auto_recover, ..options(&db) };
     let meta = opts.meta_dir.clone();
     let running = Running::start_with(opts, client);

@@ -10,14 +10,13 @@
 //! daemon and read directly (fault-free) for checks and restores. Every randomized test prints
 //! `SEED=<n>`; rerun with `SEED=<n>`.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use sluice_engine::Error;
 use sluice_engine::restore::{self, RestoreOptions};
 use sluice_ltx::TxId;
-use sluice_storage::{FaultyStore, FileInfo, ReplicaClient, RetryPolicy, StoreKind};
+use sluice_storage::{FileInfo, RetryPolicy};
 
 mod common;
 
@@ -43,8 +42,7 @@ async fn idle_database_costs_no_requests() {
     let db = dir.path().join("idle.db");
     create_db(&db);
     let store = memory_store();
-    let faulty = FaultyStore::new(store.clone(), seed);
-    let client = ReplicaClient::new(Arc::new(faulty.clone()), StoreKind::File, PREFIX);
+    let (faulty, client) = faulty_client(&store, seed);
     let r = Running::start(&db, client);
 
     let w = open_writer(&db);
@@ -100,11 +98,10 @@ async fn storage_faults_lose_nothing() {
     let db = dir.path().join("faults.db");
     create_db(&db);
     let store = memory_store();
-    let faulty = FaultyStore::new(store.clone(), seed);
+    let (faulty, client) = faulty_client(&store, seed);
     // No client-level retries: every injected failure reaches the replicator, whose own
     // backoff-and-retry must cope (and count it in `errors_upload`).
-    let client =
-        ReplicaClient::new(Arc::new(faulty.clone()), StoreKind::File, PREFIX).with_retry_policy(RetryPolicy::none());
+    let client = client.with_retry_policy(RetryPolicy::none());
     let r = Running::start(&db, client);
     // Let the first full image go up fault-free. (Waiting for the background uploader rather
     // than forcing a sync: a forced sync racing the uploader is its own bug, see
@@ -198,9 +195,9 @@ async fn forced_sync_never_conflicts_with_background_upload() {
     create_db(&db);
     let store = memory_store();
     // A little latency widens the window in which both upload paths are in flight.
-    let faulty = FaultyStore::new(store.clone(), seed);
+    let (faulty, client) = faulty_client(&store, seed);
     faulty.set_latency(Duration::from_millis(20), 0.0, Duration::ZERO);
-    let r = Running::start(&db, ReplicaClient::new(Arc::new(faulty.clone()), StoreKind::File, PREFIX));
+    let r = Running::start(&db, client);
     let writer = Writer::start(&db, "r", Duration::from_millis(2));
     let mut results = Vec::new();
     for _ in 0..30 {

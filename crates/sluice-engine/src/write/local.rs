@@ -164,6 +164,20 @@ impl MetaDir {
     }
 }
 
+/// The first break in `files` (sorted `(min, max)` ranges) as a chain going on from `end`:
+/// `(the TXID reached, the min of the file after it)`, or `None` if each file starts right
+/// after the one before and the first right after `end`.
+pub fn first_gap(end: TxId, files: &[(TxId, TxId)]) -> Option<(TxId, TxId)> {
+    let mut reached = end;
+    for &(min, max) in files {
+        if min.0 != reached.0 + 1 {
+            return Some((reached, min));
+        }
+        reached = max;
+    }
+    None
+}
+
 /// Makes a rename durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
@@ -171,4 +185,19 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
 
 fn open_err(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::io("open", path, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_gap_finds_the_first_break_of_the_chain() {
+        let t = |a: u64, b: u64| (TxId(a), TxId(b));
+        assert_eq!(first_gap(TxId(4), &[]), None);
+        assert_eq!(first_gap(TxId(4), &[t(5, 5), t(6, 9), t(10, 10)]), None);
+        assert_eq!(first_gap(TxId(4), &[t(6, 6)]), Some((TxId(4), TxId(6))), "after the end");
+        assert_eq!(first_gap(TxId(0), &[t(1, 3), t(5, 5), t(7, 7)]), Some((TxId(3), TxId(5))), "in the middle");
+        assert_eq!(first_gap(TxId(2), &[t(2, 4)]), Some((TxId(2), TxId(2))), "an overlap is a break too");
+    }
 }

@@ -15,7 +15,7 @@ use sluice_storage::{FileInfo, ReplicaClient};
 use crate::error::{Error, Result};
 use crate::perms::Perms;
 use crate::write::index::{SharedIndex, lock};
-use crate::write::local::{MetaDir, sync_dir};
+use crate::write::local::{MetaDir, first_gap, sync_dir};
 use crate::write::metrics::DbMetrics;
 
 /// Most local files merged into one upload (Litestream's `max-sync-ltx-files`).
@@ -47,20 +47,17 @@ pub async fn upload_pending(
         // would break every restore past it.
         // (A full image may also follow a snapshot that is ahead of the level-0 chain.)
         let snapshot_end = lock(index).max_txid();
-        let mut prev = if first.0 == snapshot_end.0 + 1 { snapshot_end } else { remote_max };
-        for &(min, max) in &pending {
-            if min.0 != prev.0 + 1 {
-                return Err(local_state(
-                    meta,
-                    format!(
-                        "the local files for TXIDs {}..{} are missing (TXID {prev} is followed by a file starting at \
-                         {min})",
-                        TxId(prev.0 + 1),
-                        TxId(min.0 - 1)
-                    ),
-                ));
-            }
-            prev = max;
+        let end = if first.0 == snapshot_end.0 + 1 { snapshot_end } else { remote_max };
+        if let Some((reached, next)) = first_gap(end, &pending) {
+            return Err(local_state(
+                meta,
+                format!(
+                    "the local files for TXIDs {}..{} are missing (TXID {reached} is followed by a file starting \
+                     at {next})",
+                    TxId(reached.0 + 1),
+                    TxId(next.0 - 1)
+                ),
+            ));
         }
         let (path, ts) = merge_local(meta, &pending, false).await.map_err(|e| damaged_input(meta, e))?;
         let result = client.put_file(0, first, last, &path, ts).await;

@@ -18,7 +18,7 @@ use sluice_engine::write::compaction::Retention;
 use sluice_engine::write::metrics::DbMetrics;
 use sluice_ltx::TxId;
 use sluice_replicate::{ReplicateOptions, Request, replicate};
-use sluice_storage::{FileInfo, ReplicaClient, StoreKind};
+use sluice_storage::{FaultyStore, FileInfo, ReplicaClient, StoreKind};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
@@ -62,6 +62,13 @@ pub fn memory_store() -> Arc<dyn ObjectStore> {
 /// A client straight on `store`: no faults, default retries.
 pub fn clean_client(store: &Arc<dyn ObjectStore>) -> ReplicaClient {
     ReplicaClient::new(store.clone(), StoreKind::File, PREFIX)
+}
+
+/// A client on `store` through a `FaultyStore` (seeded by `seed`) that the test drives.
+pub fn faulty_client(store: &Arc<dyn ObjectStore>, seed: u64) -> (FaultyStore<Arc<dyn ObjectStore>>, ReplicaClient) {
+    let faulty = FaultyStore::new(store.clone(), seed);
+    let client = ReplicaClient::new(Arc::new(faulty.clone()), StoreKind::File, PREFIX);
+    (faulty, client)
 }
 
 /// A database in WAL mode with `t(id INTEGER PRIMARY KEY, v TEXT)`.
